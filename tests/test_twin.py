@@ -1,0 +1,212 @@
+"Digital twins across process and file boundaries: checkpoints on disk, a DuckDB store file, joblib workers, the manager."
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastcore.test import test_close as _close, test_eq as _eq, test_fail as _fail
+
+from stock_twins.config import Config
+from stock_twins.evaluation import PRED_COLUMNS, prediction_frame
+from stock_twins.manager import TwinManager, TwinStack, loop_forward
+from stock_twins.simulate import simulate_market
+from stock_twins.store import Store
+from stock_twins.twin import (REGIME_FEATURES, CheckpointError, DigitalTwin, TwinSpec, checkpoint_path, fine_tune, list_twins,
+                              load_twin, read_twin_meta, retrain_all, save_twin, synthetic_embeddings, twin_config_hash, twin_frame)
+
+FH = "c0ffee" * 10 + "abcd"  # a foundation hash (64 hex digits); the embeddings below are SYNTHETIC
+
+
+@pytest.fixture(scope="module")
+def market():
+    return simulate_market(4, 400, n_sectors=2, seed=11)
+
+
+@pytest.fixture(scope="module")
+def cfg(market, tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    return market.config(Config(), n_pilot=3).replace(
+        twins={"checkpoint_dir": str(d), "max_epochs": 25, "lora_rank": 2, "stock_dim": 4, "regime_dim": 4, "hidden": 8},
+        foundation={"embed_dim": 8}, data={"store": str(tmp_path_factory.mktemp("db") / "st.duckdb")})
+
+
+@pytest.fixture(scope="module")
+def store(market, cfg):
+    st = Store(cfg.data.store)  # a DuckDB file on disk
+    st.ingest_prices(market.prices, "sim", cfg=cfg)
+    st.ingest_prices(market.index, "sim", table="index_prices")
+    st.upsert("embeddings", synthetic_embeddings(market.prices, market.index, dim=8))
+    yield st
+    st.close()
+
+
+@pytest.fixture(scope="module")
+def frame(market, cfg):
+    return twin_frame(synthetic_embeddings(market.prices, market.index, dim=8), market.prices, market.index, cfg)
+
+
+def _cut(market, i=360):
+    return pd.Timestamp(market.prices.date.unique()[i])
+
+
+def test_untrained_twin_is_passthrough():
+    torch.manual_seed(0)
+    twin = DigitalTwin(TwinSpec()).eval()
+    emb = torch.randn(7, 128)
+    out = twin(emb, torch.randn(7, len(REGIME_FEATURES)))
+    assert torch.equal(out["adapted"], emb)
+    with torch.no_grad():
+        twin.lora.up.weight.add_(0.01)
+    assert not torch.equal(twin(emb, torch.zeros(7, 6))["adapted"], emb)
+
+
+def test_parameter_counts():
+    c = Config()
+    plain = DigitalTwin(TwinSpec.from_config(c)).n_params
+    opts = DigitalTwin(TwinSpec.from_config(c.replace(twins={"options": True}))).n_params
+    assert 45_000 <= plain <= 55_000, plain
+    assert 70_000 <= opts <= 80_000, opts
+
+
+@pytest.mark.parametrize("options", [False, True])
+def test_vmap_equals_loop(options):
+    spec = TwinSpec.tiny(options=options)
+    torch.manual_seed(1)
+    twins = []
+    for _ in range(12):
+        t = DigitalTwin(spec)
+        with torch.no_grad():
+            for p in t.parameters():
+                p.add_(0.2 * torch.randn_like(p))
+        twins.append(t.eval())
+    emb, reg = torch.randn(12, 8), torch.randn(12, 6)
+    opt = torch.randn(12, 40) if options else None
+    a, b = TwinStack.of(twins)(emb, reg, opt), loop_forward(twins, emb, reg, opt)
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    assert a["exp_return"].std() > 0
+
+
+def test_fine_tune_reduces_validation_loss(frame, cfg, market):
+    twin, met = fine_tune("S0001", frame, TwinSpec.from_config(cfg), cfg, _cut(market))
+    assert met["val_loss"] < met["val_loss_init"], met
+    assert met["best_epoch"] >= 1
+    assert pd.Timestamp(met["last_label_date"]) <= _cut(market)
+
+
+def test_too_little_history(frame, cfg, market):
+    early = pd.Timestamp(market.prices.date.unique()[40])
+    _fail(lambda: fine_tune("S0002", frame, TwinSpec.from_config(cfg), cfg, early), contains="S0002: too little history")
+    with pytest.raises(ValueError) as e:
+        fine_tune("S0002", frame, TwinSpec.from_config(cfg), cfg, early)
+    # rows found vs needed: 41 sessions up to the cutoff, of which the last 5 have labels ending after it
+    assert "36 rows" in str(e.value) and "need 60" in str(e.value), e.value
+
+
+def test_checkpoint_roundtrip_and_refusals(frame, cfg, market, tmp_path):
+    cut = _cut(market)
+    twin, met = fine_tune("S0003", frame, TwinSpec.from_config(cfg), cfg, cut)
+    ch = twin_config_hash(cfg)
+    p = save_twin(twin, tmp_path, "S0003", cut, ch, FH, met)
+    _eq(p, checkpoint_path(tmp_path, "S0003", cut))
+    back, meta = load_twin(p, ch, FH)
+    for (k, v), w in zip(twin.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(v, w), k
+    _eq(meta["spec"], twin.spec.to_dict())
+    _eq(meta["metrics"]["n_train"], met["n_train"])
+    assert meta["weights_sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert b"pickle" not in p.read_bytes()[:200] and p.read_bytes()[8:9] == b"{"  # safetensors: 8-byte length + JSON header
+
+    _fail(lambda: load_twin(p, twin_config_hash(cfg.replace(twins={"patience": 3})), FH), exc=CheckpointError, contains="another configuration")
+    _fail(lambda: load_twin(p, ch, "0" * 64), exc=CheckpointError, contains="another foundation")
+
+    good = p.read_bytes()
+    flipped = bytearray(good); flipped[-20] ^= 0xFF
+    p.write_bytes(bytes(flipped))
+    _fail(lambda: load_twin(p, ch, FH), exc=CheckpointError, contains="checksum")
+    p.write_bytes(good[: len(good) // 2])
+    _fail(lambda: load_twin(p, ch, FH), exc=CheckpointError, contains="truncated")
+    # a consistent record whose weights are garbage: refused when loading, not silently
+    junk = b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + b"\x00" * 32
+    p.write_bytes(junk)
+    j = p.with_suffix(".json")
+    m = json.loads(j.read_text()); m.update(weights_sha256=hashlib.sha256(junk).hexdigest(), weights_bytes=len(junk))
+    j.write_text(json.dumps(m))
+    _fail(lambda: load_twin(p, ch, FH), exc=CheckpointError, contains="do not load")
+    j.write_text('{"format": "stock_twins.twin/1", "tick')
+    _fail(lambda: load_twin(p, ch, FH), exc=CheckpointError, contains="corrupt checkpoint record")
+    _eq(list_twins(tmp_path).error.notna().tolist(), [True])
+    p.unlink(); j.unlink()
+    _fail(lambda: read_twin_meta(p), exc=CheckpointError, contains="missing")
+
+
+def test_retrain_all_resumable_in_processes(store, cfg, market):
+    cut = _cut(market, 380)
+    s1 = retrain_all(cfg, store, cut, n_jobs=2, foundation_hash=FH, progress=False)  # pilots S0001..S0003, 2 worker processes
+    _eq(s1.ticker.tolist(), ["S0001", "S0002", "S0003"])
+    _eq(s1.status.tolist(), ["trained"] * 3)
+    assert (s1.val_loss <= s1.val_loss_init).all()
+    s2 = retrain_all(cfg, store, cut, n_jobs=2, foundation_hash=FH, progress=False)
+    _eq(s2.status.tolist(), ["skipped"] * 3)
+    _eq(s2.val_loss.tolist(), s1.val_loss.tolist())
+    # a twin trained in a worker process equals the same fine-tune in this process (seeded per ticker)
+    fr = twin_frame(store.read("embeddings", ["S0002"]), store.prices(["S0002"]), market.index, cfg)
+    fr = fr[fr.date <= cut]
+    twin, _ = fine_tune("S0002", fr, TwinSpec.from_config(cfg), cfg, cut)
+    saved, _ = load_twin(s1.path.iloc[1], twin_config_hash(cfg), FH)
+    for (k, v), w in zip(twin.state_dict().items(), saved.state_dict().values()):
+        torch.testing.assert_close(v, w, atol=1e-5, rtol=1e-4, msg=k)
+
+
+class _Fallback:
+    def __init__(self): self.calls = []
+    def predict(self, tickers, date):
+        self.calls.append(list(tickers))
+        return prediction_frame(pd.DataFrame({"date": pd.Timestamp(date), "ticker": list(tickers)}), "fb", exp_return=0.0, hit_prob=0.5)
+
+
+def test_manager_routes_and_refuses(store, cfg, market):
+    cut = _cut(market, 380)
+    retrain_all(cfg, store, cut, n_jobs=1, foundation_hash=FH, progress=False)  # resumes: already trained above or here
+    fb = _Fallback()
+    mgr = TwinManager(cfg, store, foundation_hash=FH, fallback=fb)
+    day = pd.Timestamp(market.prices.date.unique()[390])
+    pred = mgr.predict(["S0004", "S0003", "S0001"], day)
+    _eq(list(pred.columns), [*PRED_COLUMNS, "source"])
+    _eq(pred.source.tolist(), ["fallback", "twin", "twin"])
+    _eq(fb.calls, [["S0004"]])
+    assert pred.loc[pred.source == "twin", "vol"].gt(0).all()
+    _fail(lambda: mgr.predict(["S0001", "NOTATICKER"], day), exc=KeyError, contains="NOTATICKER")
+    # another foundation's manager sees no usable twin and sends everything to the fallback
+    other = TwinManager(cfg, store, foundation_hash="0" * 64, fallback=_Fallback())
+    _eq(other.predict(["S0001"], day).source.tolist(), ["fallback"])
+
+
+def test_options_twin_end_to_end(frame, cfg, market, tmp_path):
+    "An options twin trains on (random, clearly fake) options features, checkpoints, and refuses to run without them."
+    from stock_twins.twin import OPTIONS_FEATURES
+    rng = np.random.default_rng(0)
+    opts = frame[["date", "ticker"]].assign(**{c: rng.standard_normal(len(frame)) for c in OPTIONS_FEATURES})
+    fr = frame.merge(opts, on=["date", "ticker"])
+    spec = TwinSpec.tiny(options=True)
+    twin, met = fine_tune("S0001", fr, spec, cfg, _cut(market))
+    assert np.isfinite(met["val_loss"])
+    p = save_twin(twin, tmp_path, "S0001", _cut(market), "x" * 64, FH, met)
+    back, _ = load_twin(p)
+    e, r, o = torch.randn(3, 8), torch.randn(3, 6), torch.randn(3, 40)
+    torch.testing.assert_close(back(e, r, o)["hit_prob"], twin(e, r, o)["hit_prob"])
+    _fail(lambda: back(e, r), contains="no options features were passed")
+    _fail(lambda: fine_tune("S0001", frame, spec, cfg, _cut(market)), contains="no options features")
+
+
+def test_ray_address_without_ray(store, cfg, market):
+    try:
+        import ray  # noqa: F401
+        pytest.skip("ray is installed; this checks the message when it is not")
+    except ImportError:
+        pass
+    c = cfg.replace(twins={"ray_address": "auto"})
+    _fail(lambda: retrain_all(c, store, _cut(market, 385), tickers=["S0001"], resume=False, foundation_hash=FH, progress=False),
+          exc=ImportError, contains="pip install -e '.[ray]'")
