@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ingest_sample', 'build_features', 'store_summary', 'cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_main',
-           'build_parser', 'main']
+__all__ = ['ingest_sample', 'build_features', 'store_summary', 'cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate',
+           'cmd_main', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -93,6 +93,12 @@ def cmd_info(args) -> int:
     with Store.from_config(cfg, read_only=True) as st: print(store_summary(st))
     return 0
 
+def cmd_evaluate(args) -> int:
+    from stock_twins.evaluation import evaluate
+    cfg = _cfg(args)
+    evaluate(models=args.models, quick=args.quick, out_dir=args.out, cfg=cfg)
+    return 0
+
 def cmd_main(args) -> int:
     "The main job on the bundled real data with the embedded defaults."
     from stock_twins.store import Store
@@ -125,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("features", help="compute features and labels for the stored prices")
     s.add_argument("--force", action="store_true", help="recompute even when up to date")
     s.set_defaults(fn=cmd_features)
+    s = sub.add_parser("evaluate", help="walk-forward evaluation of models on the bundled real sample, with a markdown report")
+    s.add_argument("--models", default=None, help="comma-separated model names (default: every baseline)")
+    s.add_argument("--quick", action="store_true", help="4 stocks, test years 2019-2020: a smoke run in about a minute")
+    s.add_argument("--out", default=None, help="output folder (default: evaluation.out_dir)")
+    s.set_defaults(fn=cmd_evaluate)
     s = sub.add_parser("info", help="summarise what the store holds")
     s.set_defaults(fn=cmd_info)
     return p

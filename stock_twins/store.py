@@ -35,6 +35,8 @@ def atomic_write(url: str | os.PathLike, mode: str = "wb") -> Iterator:
         return
     p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # the permissions a plain open() would give, not mkstemp's 0600
     try:
         with os.fdopen(fd, mode) as f:
             yield f

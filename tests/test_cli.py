@@ -48,3 +48,12 @@ def test_cli_import_is_light():
     code = "import sys, stock_twins.cli; print(sorted(m for m in ('pandas','torch','lightning','duckdb','lightgbm') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     _eq(r.stdout.strip(), "[]")
+
+def test_evaluate_quick_writes_report(tmp_path):
+    r = _run("evaluate", "--quick", "--models", "always_up,momentum_20", "--out", str(tmp_path / "ev"))
+    _eq(r.returncode, 0)
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "always_up" in report and "momentum_20" in report
+    assert (tmp_path / "ev" / "predictions.parquet").exists()
+    r = _run("evaluate", "--quick", "--models", "no_such_model", "--out", str(tmp_path / "ev2"))
+    assert r.returncode == 2 and "no_such_model" in r.stderr, r.stderr
