@@ -10,8 +10,9 @@ from .config import Config, REGIMES, load_config
 from .evaluation import PROB_COLUMNS, Forecaster, Panel, prediction_frame
 
 # %% auto #0
-__all__ = ['LGBM_PARAMS', 'BASELINES', 'AlwaysUp', 'Momentum', 'Reversal', 'lgbm', 'LGBMReturn', 'RidgePerStock', 'EWMAVol',
-           'GARCHVol', 'EmpiricalQuantiles', 'LGBMQuantiles', 'PersistenceRegime', 'LGBMRegime', 'make_baselines']
+__all__ = ['LGBM_PARAMS', 'BASELINES', 'AlwaysUp', 'Momentum', 'Reversal', 'lgbm', 'training_xy', 'LGBMReturn', 'RidgePerStock',
+           'EWMAVol', 'GARCHVol', 'EmpiricalQuantiles', 'LGBMQuantiles', 'PersistenceRegime', 'LGBMRegime',
+           'make_baselines']
 
 # %% ../nbs/91_baselines.ipynb #9562d1cf
 class _Baseline(Forecaster):
@@ -75,7 +76,7 @@ def lgbm(kind: str = "reg", # 'reg' (LGBMRegressor) or 'clf' (LGBMClassifier)
     small = {"n_jobs": 1} if n_rows is not None and n_rows < _SMALL else {}
     return cls(**{**LGBM_PARAMS, "random_state": seed, **small, **kw})
 
-def _xy(train: Panel, target: str = "y_ret", extra: tuple = (), every: int = 1) -> tuple[list[str], pd.DataFrame]:
+def training_xy(train: Panel, target: str = "y_ret", extra: tuple = (), every: int = 1) -> tuple[list[str], pd.DataFrame]:
     "Feature columns and training rows with `target`, keeping every `every`-th date counted back from the last."
     cols = train.feature_names + list(extra)
     d = train.training_rows().dropna(subset=[target])
@@ -89,7 +90,7 @@ class LGBMReturn(_Baseline):
     "Pooled LightGBM on all features: regressor -> exp_return (y_ret), classifier -> hit_prob (y_ret > 0)."
     name, outputs = "lgbm", ("exp_return", "hit_prob")
     def fit(self, train: Panel) -> LGBMReturn:
-        self.cols_, d = _xy(train, every=self.horizon)
+        self.cols_, d = training_xy(train, every=self.horizon)
         X = d[self.cols_].to_numpy(np.float32)
         self.reg_ = lgbm("reg", self.seed, len(X)).fit(X, d["y_ret"].to_numpy())
         self.clf_ = lgbm("clf", self.seed, len(X)).fit(X, (d["y_ret"] > 0).to_numpy(int))
@@ -105,7 +106,7 @@ class RidgePerStock(_Baseline):
     alpha: float = 100.0
     def fit(self, train: Panel) -> RidgePerStock:
         from sklearn.linear_model import Ridge
-        cols, d = _xy(train)
+        cols, d = training_xy(train)
         self.models_ = {}
         for t, g in d.groupby("ticker"):
             X = g[cols]
@@ -193,7 +194,7 @@ class LGBMQuantiles(_Baseline):
     "Pooled LightGBM quantile regressions of y_ret at 0.1, 0.5, 0.9 on all features (sorted per row)."
     name, outputs = "lgbm_q", ("q10", "q50", "q90")
     def fit(self, train: Panel) -> LGBMQuantiles:
-        self.cols_, d = _xy(train, every=self.horizon)
+        self.cols_, d = training_xy(train, every=self.horizon)
         X, y = d[self.cols_].to_numpy(np.float32), d["y_ret"].to_numpy()
         self.models_ = [lgbm("reg", self.seed, len(X), objective="quantile", alpha=tau, n_estimators=150).fit(X, y) for tau in (0.1, 0.5, 0.9)]
         return self
@@ -219,7 +220,7 @@ class LGBMRegime(_Baseline):
     name, outputs, needs_regimes = "lgbm_regime", ("regime",) + PROB_COLUMNS, True
     def fit(self, train: Panel) -> LGBMRegime:
         if train.regimes is None: raise ValueError(f"{self.name}: the panel has no regimes")
-        self.cols_, d = _xy(train, "y_regime", extra=("regime_now",), every=self.horizon)
+        self.cols_, d = training_xy(train, "y_regime", extra=("regime_now",), every=self.horizon)
         X = d[self.cols_].to_numpy(np.float32)
         self.clf_ = lgbm("clf", self.seed, len(X), n_estimators=100).fit(X, d["y_regime"].to_numpy(int))
         return self

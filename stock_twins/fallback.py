@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from . import __version__
-from .baselines import _xy, lgbm
+from .baselines import training_xy, lgbm
 from .config import Config, REGIMES, load_config
 from .evaluation import PROB_COLUMNS, VALUE_COLUMNS, Forecaster, Panel, prediction_frame
 from .store import atomic_write
@@ -76,11 +76,11 @@ class LightGBMFallback(Forecaster):
 
     def fit(self, train: Panel) -> LightGBMFallback:
         "Train every head on `train.training_rows()` (every `every`-th date); the regime head only if the panel has regime labels."
-        cols, d = _xy(train, "y_ret", every=self.every)
+        cols, d = training_xy(train, "y_ret", every=self.every)
         X, y = d[cols].to_numpy(np.float32), d["y_ret"].to_numpy(float)
         b = {"ret": self._est("reg", len(X)).fit(X, y).booster_,
              "dir": self._est("clf", len(X)).fit(X, (y > 0).astype(int)).booster_}
-        _, dv = _xy(train, "y_vol", every=self.every)
+        _, dv = training_xy(train, "y_vol", every=self.every)
         dv = dv[dv["y_vol"] > 0]                                           # five flat days (coarse early prices) have no log
         Xv, yv = dv[cols].to_numpy(np.float32), dv["y_vol"].to_numpy(float)
         b["vol"] = self._est("reg", len(Xv)).fit(Xv, np.log(yv)).booster_
@@ -89,7 +89,7 @@ class LightGBMFallback(Forecaster):
         self.regime_features_, self.classes_ = [], []
         lab = train.labels
         if self.regime and train.regimes is not None and "y_regime" in lab and (lab["y_regime"] >= 0).any():
-            rcols, dr = _xy(train, "y_regime", extra=("regime_now",), every=self.every)
+            rcols, dr = training_xy(train, "y_regime", extra=("regime_now",), every=self.every)
             dr = dr[dr["y_regime"] >= 0].assign(regime_now=lambda f: f["regime_now"].astype("float64").where(f["regime_now"] >= 0))
             yr = dr["y_regime"].to_numpy(int)
             if len(np.unique(yr)) >= 2:
