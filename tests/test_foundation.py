@@ -1,0 +1,157 @@
+"""Foundation model checkpoints, leakage and embeddings, across file and store boundaries.
+
+- checkpoints: save -> load gives identical outputs; truncated/corrupt weights, broken or tampered JSON and a
+  spec mismatch are refused with a clear `CheckpointError`; loading never unpickles (torch.load and pickle.loads
+  are patched to raise);
+- no lookahead: `pretrain(train_end=X)` gives bit-identical weights when every price after X is changed (and
+  different weights when a price before X is changed, so the test can fail);
+- `embed` writes one row per (date, ticker) asked to the store's `embeddings` table, in a DuckDB file on disk.
+"""
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastcore.test import test_eq as _eq, test_fail as _fail
+
+from stock_twins.config import load_config
+from stock_twins.data import load_sample, load_sample_index
+from stock_twins.foundation import FoundationModel, FoundationSpec, random_batch
+from stock_twins.pretrain import (REAL_FEATURES, CheckpointError, embed, load_foundation, pretrain, save_foundation)
+from stock_twins.store import Store
+
+torch.set_num_threads(1)
+TICK = ["AAPL", "JNJ", "XOM", "JPM"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    p, i = load_sample(), load_sample_index()
+    small = p[p.ticker.isin(TICK) & (p.date >= "2003-06-01")].groupby("ticker").head(300).reset_index(drop=True)
+    return small, i[i.date.isin(small.date)].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config().replace(data={"store": ":memory:"}, graph={"k": 2}, foundation={"dates_per_batch": 16})
+
+
+def _model(seed=0) -> FoundationModel:
+    torch.manual_seed(seed)
+    m = FoundationModel(FoundationSpec.tiny(n_features=len(REAL_FEATURES), n_sectors=11)).eval()
+    m.temporal.set_scaler(np.random.default_rng(seed).normal(size=len(REAL_FEATURES)), np.full(len(REAL_FEATURES), 2.0))
+    m.meta = {"features": list(REAL_FEATURES), "sectors": [f"s{i}" for i in range(11)], "train_end": "2004-01-01"}
+    return m
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    m = _model()
+    return m, save_foundation(m, tmp_path / "f.safetensors")
+
+
+def _same_outputs(a: FoundationModel, b: FoundationModel) -> bool:
+    batch = random_batch(a.spec, n_dates=2, n_stocks=5, seed=3)
+    with torch.inference_mode():
+        oa, ob = a(**batch), b(**batch)
+    return all(torch.equal(oa[k], ob[k]) for k in ("embedding", "ret", "vol", "quantiles", "hit_prob"))
+
+
+def test_round_trip(ckpt):
+    m, path = ckpt
+    back = load_foundation(path, spec=m.spec)
+    assert _same_outputs(m, back)
+    _eq(back.meta["features"], list(REAL_FEATURES))
+    assert not _same_outputs(_model(seed=1), back)  # the comparison can fail
+
+
+def test_no_pickle(ckpt, monkeypatch):
+    m, path = ckpt
+    def boom(*a, **k): raise AssertionError("unpickling is not allowed when loading a checkpoint")
+    monkeypatch.setattr(torch, "load", boom)
+    monkeypatch.setattr(pickle, "loads", boom)
+    monkeypatch.setattr(pickle, "load", boom)
+    assert _same_outputs(m, load_foundation(path))
+
+
+def _write(path, weights: bytes, meta: dict | str):
+    path.write_bytes(weights)
+    path.with_suffix(".json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+
+
+def test_corrupt_and_tampered(ckpt, tmp_path):
+    m, path = ckpt
+    w, meta = path.read_bytes(), json.loads(path.with_suffix(".json").read_text())
+    bad = tmp_path / "bad.safetensors"
+    _write(bad, w[: len(w) // 3], meta)                                  # truncated weights
+    _fail(lambda: load_foundation(bad), contains="truncated, corrupted or replaced", exc=CheckpointError)
+    flipped = bytearray(w); flipped[len(w) // 2] ^= 0xFF                  # one flipped byte
+    _write(bad, bytes(flipped), meta)
+    _fail(lambda: load_foundation(bad), contains="SHA-256", exc=CheckpointError)
+    import hashlib
+    junk = b"not a safetensors file at all"                               # garbage with a matching hash
+    _write(bad, junk, {**meta, "weights_sha256": hashlib.sha256(junk).hexdigest()})
+    _fail(lambda: load_foundation(bad), contains="not a readable safetensors file", exc=CheckpointError)
+    _write(bad, w, json.dumps(meta)[:-10])                                # broken JSON
+    _fail(lambda: load_foundation(bad), contains="not valid JSON", exc=CheckpointError)
+    _write(bad, w, {**meta, "spec": {**meta["spec"], "hidden": 32}})      # tampered spec
+    _fail(lambda: load_foundation(bad), contains="do not fit the spec", exc=CheckpointError)
+    _write(bad, w, {**meta, "spec": {**meta["spec"], "bogus": 1}})
+    _fail(lambda: load_foundation(bad), contains="bogus", exc=CheckpointError)
+    _write(bad, w, {**meta, "scaler": {**meta["scaler"], "scale": [1.0] * len(REAL_FEATURES)}})   # tampered scaler
+    _fail(lambda: load_foundation(bad), contains="scaler", exc=CheckpointError)
+    _write(bad, w, {**meta, "format": "something else"})
+    _fail(lambda: load_foundation(bad), contains="not a stock_twins.foundation/1 checkpoint", exc=CheckpointError)
+    _fail(lambda: load_foundation(path, spec=FoundationSpec.tiny(len(REAL_FEATURES), 11, embed_dim=16)),
+          contains="spec mismatch", exc=CheckpointError)
+    _fail(lambda: load_foundation(tmp_path / "nope.safetensors"), contains="missing", exc=FileNotFoundError)
+    assert _same_outputs(m, load_foundation(path))                       # the original is still fine
+
+
+def _perturb_after(prices: pd.DataFrame, t: pd.Timestamp, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    out = prices.copy()
+    after = out.date > t
+    out.loc[after, "adj_close"] *= rng.uniform(0.7, 1.4, after.sum())
+    return out
+
+
+def _weights(prices, index, cfg, train_end):
+    m, _ = pretrain(prices, index, cfg, train_end=train_end, epochs=1, tiny=True, progress=False, checkpoint_dir=False,
+                    accelerator="cpu", max_steps=4)
+    return m.state_dict(), m.meta
+
+
+def test_pretrain_never_sees_after_train_end(data, cfg):
+    prices, index = data
+    X = pd.Timestamp(np.sort(prices.date.unique())[-40])
+    w0, meta = _weights(prices, index, cfg, X)
+    assert pd.Timestamp(meta["last_label_date"]) < X and meta["train_end"] == f"{X:%Y-%m-%d}"
+    pi = index.copy(); pi.loc[pi.date > X, "close"] *= 1.3
+    w1, _ = _weights(_perturb_after(prices, X, 1), pi, cfg, X)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0), "weights changed when only prices after train_end changed"
+    before = X - pd.Timedelta(days=90)                                   # control: a change before X must show
+    w2, _ = _weights(_perturb_after(prices, before, 2), index, cfg, X)
+    assert not all(torch.equal(w0[k], w2[k]) for k in w0)
+
+
+def test_embed_writes_store(data, cfg, tmp_path):
+    prices, index = data
+    m = _model()
+    m.meta = {**m.meta, "sectors": list(cfg.universe.sectors), "lookback": 20}
+    dates = list(np.sort(prices.date.unique())[-4:])
+    with Store(tmp_path / "s.duckdb") as st:
+        e = embed(m, prices, index, dates, tickers=["XOM", "AAPL", "JPM"], store=st, cfg=cfg)
+        _eq(len(e), 4 * 3)
+        _eq(list(e.columns), ["date", "ticker"] + [f"e{i}" for i in range(m.spec.embed_dim)])
+        embed(m, prices, index, dates[-2:], store=st, cfg=cfg)              # all 4 stocks on 2 dates: upsert, no duplicates
+    with Store(tmp_path / "s.duckdb", read_only=True) as st:
+        got = st.read("embeddings")
+        _eq(len(got), 4 * 3 + 2)
+        _eq(got.duplicated(["date", "ticker"]).any(), False)
+        _eq(sorted(got[got.date == dates[0]].ticker), ["AAPL", "JPM", "XOM"])
+        np.testing.assert_allclose(got.set_index(["date", "ticker"]).loc[(dates[0], "XOM")].to_numpy(),
+                                   e.set_index(["date", "ticker"]).loc[(dates[0], "XOM")].to_numpy(), rtol=1e-6)
+    _fail(lambda: embed(m, prices, index, dates, tickers=["NOPE"], cfg=cfg), contains="unknown tickers ['NOPE']")
