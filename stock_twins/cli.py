@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ingest_sample', 'build_features', 'store_summary', 'cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate',
-           'cmd_main', 'build_parser', 'main']
+           'cmd_pretrain', 'cmd_main', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -99,6 +99,15 @@ def cmd_evaluate(args) -> int:
     evaluate(models=args.models, quick=args.quick, out_dir=args.out, cfg=cfg)
     return 0
 
+def cmd_pretrain(args) -> int:
+    from stock_twins.pretrain import pretrain_from_config
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        pretrain_from_config(cfg, st, epochs=args.epochs, train_end=args.train_end, tiny=args.tiny,
+                             embed_start=args.embed_start, date_stride=args.date_stride)
+    return 0
+
 def cmd_main(args) -> int:
     "The main job on the bundled real data with the embedded defaults."
     from stock_twins.store import Store
@@ -136,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="4 stocks, test years 2019-2020: a smoke run in about a minute")
     s.add_argument("--out", default=None, help="output folder (default: evaluation.out_dir)")
     s.set_defaults(fn=cmd_evaluate)
+    s = sub.add_parser("pretrain", help="pretrain the foundation on the stored prices, save the checkpoint and the embeddings")
+    s.add_argument("--epochs", type=int, default=None, help="epochs (default: foundation.epochs)")
+    s.add_argument("--train-end", default=None, help="last date whose label may be used (default: foundation.train_end)")
+    s.add_argument("--date-stride", type=int, default=1, help="train on every n-th date (CPU budget)")
+    s.add_argument("--embed-start", default=None, help="first date to embed (default: every date)")
+    s.add_argument("--tiny", action="store_true", help="tiny model: a smoke run in seconds")
+    s.set_defaults(fn=cmd_pretrain)
     s = sub.add_parser("info", help="summarise what the store holds")
     s.set_defaults(fn=cmd_info)
     return p

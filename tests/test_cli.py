@@ -57,3 +57,17 @@ def test_evaluate_quick_writes_report(tmp_path):
     assert (tmp_path / "ev" / "predictions.parquet").exists()
     r = _run("evaluate", "--quick", "--models", "no_such_model", "--out", str(tmp_path / "ev2"))
     assert r.returncode == 2 and "no_such_model" in r.stderr, r.stderr
+
+def test_pretrain_tiny_writes_checkpoint_and_embeddings(tmp_path):
+    "`stock-twins pretrain --tiny` ingests the sample into an empty store, trains, checkpoints and embeds."
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"foundation:\n  checkpoint_dir: {tmp_path / 'ckpt'}\n  train_end: '1992-12-31'\n")
+    db = tmp_path / "st.duckdb"
+    r = _run("--config", str(cfg), "--store", str(db), "pretrain", "--tiny", "--epochs", "1", "--date-stride", "20",
+             "--embed-start", "1992-12-01")
+    _eq(r.returncode, 0)
+    assert "foundation pretraining done" in r.stdout, r.stdout + r.stderr
+    assert list((tmp_path / "ckpt").glob("*.safetensors")), list(tmp_path.rglob("*"))
+    with Store(db, read_only=True) as st:
+        emb = st.read("embeddings")
+        assert len(emb) > 0 and emb.date.min() >= pd.Timestamp("1992-12-01")
