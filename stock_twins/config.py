@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 # %% auto #0
 __all__ = ['REGIMES', 'ProjectConfig', 'DataConfig', 'UniverseConfig', 'FeaturesConfig', 'GraphConfig', 'FoundationConfig',
-           'TwinConfig', 'RegimeConfig', 'EvaluationConfig', 'Config', 'find_config_file', 'load_config', 'save_config',
-           'example_config_text', 'write_example_config']
+           'TwinConfig', 'RegimeConfig', 'EvaluationConfig', 'MainConfig', 'Config', 'find_config_file', 'load_config',
+           'save_config', 'example_config_text', 'write_example_config']
 
 # %% ../nbs/00_config.ipynb #8eaea1aa
 REGIMES = ("Trending", "MeanReverting", "Choppy", "Volatile")  # regime codes 0..3 everywhere in stock_twins
@@ -142,6 +142,18 @@ class EvaluationConfig(_Section):
     n_boot: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
     out_dir: str = Field("reports/evaluation", description="Where the evaluation report and predictions are written.")
 
+class MainConfig(_Section):
+    "The main job (`stock-twins main`): a small foundation that pretrains in minutes on CPU, twins, fallback, a ranked table."
+    hidden: int = Field(64, ge=8, description="TFT hidden size of the main job's foundation (the full-size model is `stock-twins pretrain`).")
+    tiny: bool = Field(False, description="Use the tiny foundation spec instead (smoke runs and tests).")
+    epochs: int = Field(3, ge=1, description="Pretraining epochs of the main job's foundation.")
+    date_stride: int = Field(5, ge=1, description="Pretrain on every n-th date (consecutive 5-day labels overlap anyway).")
+    train_years: float = Field(6.0, gt=0, description="Years of labels before the latest date that pretrain the foundation (older days still feed its windows).")
+    embed_days: int = Field(150, ge=20, description="Trading days up to the latest date that are embedded for the twins (they fine-tune on `twins.window_months`).")
+    fallback_years: float = Field(8.0, gt=0, description="Years of labelled history the LightGBM fallback is trained on.")
+    fallback_rounds: int = Field(200, ge=1, description="Boosting rounds per fallback head.")
+    out_dir: str = Field("reports/main", description="Where the ranked prediction table is written as CSV (it is also stored in the `predictions` table).")
+
 class Config(_Section):
     "The whole stock_twins configuration."
     project: ProjectConfig = Field(default_factory=ProjectConfig)
@@ -153,6 +165,7 @@ class Config(_Section):
     twins: TwinConfig = Field(default_factory=TwinConfig)
     regime: RegimeConfig = Field(default_factory=RegimeConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    main: MainConfig = Field(default_factory=MainConfig)
 
     def replace(self, **sections: dict) -> Config:
         "A copy with some fields of some sections changed, validated: `cfg.replace(data={'store': ':memory:'})`."

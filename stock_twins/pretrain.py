@@ -273,6 +273,7 @@ def pretrain(prices: pd.DataFrame,              # canonical price table (anythin
              spec: FoundationSpec | None = None, # a spec to use instead of the config's / tiny
              patience: int = 3,                  # early-stopping patience in epochs
              date_stride: int = 1,               # use every `date_stride`-th training and validation date (1: all)
+             train_start=None,                   # first date whose label trains the model (earlier days still feed the windows); None: all
             ) -> tuple[FoundationModel, Path | None]:
     "Pretrain the foundation model on data up to `train_end`; returns the model (best validation epoch) and its checkpoint path."
     L, FoundationTask, KeepBest = _lightning_classes()
@@ -286,9 +287,13 @@ def pretrain(prices: pd.DataFrame,              # canonical price table (anythin
     L.seed_everything(cfg.project.seed, workers=True, verbose=False)
     cs = build_cross_sections(prices, index, cfg, DuckDBGraphStore(store) if store is not None else DuckDBGraphStore(Store()))
     tr, va = _split_days(cs, h)
+    if train_start is not None:
+        first = pd.Timestamp(train_start)
+        tr, va = tr[cs.dates[tr] >= first], va[cs.dates[va] >= first]
     k = max(1, int(date_stride))
     tr, va = tr[::-1][::k][::-1], va[::-1][::k][::-1]                           # keeps the last date of each
-    if len(tr) == 0: raise ValueError(f"no training dates with labels up to {train_end:%Y-%m-%d}: "
+    if len(tr) == 0: raise ValueError(f"no training dates with labels up to {train_end:%Y-%m-%d}"
+                                      f"{f' from {pd.Timestamp(train_start):%Y-%m-%d}' if train_start is not None else ''}: "
                                       f"need more than {h} sessions after the features' warm-up")
     spec = spec or (FoundationSpec.tiny(len(cs.features), len(cs.sectors)) if tiny
                     else FoundationSpec.from_config(cfg, len(cs.features), len(cs.sectors)))
@@ -354,6 +359,7 @@ def save_foundation(model: FoundationModel,     # the model (its `meta` is saved
             "weights_file": path.name, "weights_sha256": _sha256(blob), "n_params": int(param_table(model).loc["total", "params"])}
     with atomic_write(path) as fh: fh.write(blob)
     with atomic_write(_json_path(path)) as fh: fh.write(json.dumps(meta, indent=1, default=str).encode())
+    model.meta = {**model.meta, "weights_sha256": meta["weights_sha256"], "weights_file": path.name}  # the hash twins record
     return path
 
 def load_foundation(path: str | os.PathLike,          # the .safetensors file (its .json beside it)
@@ -441,7 +447,7 @@ def embed(model: FoundationModel,        # a trained (or loaded) foundation mode
           parquet: str | os.PathLike | None = None, # also write the frame to this Parquet file (atomically)
           progress: bool = False,
          ) -> pd.DataFrame:
-    "Frozen universal embeddings: DataFrame[date, ticker, e0..e{E-1}], also stored in the 'embeddings' table."
+    "Frozen universal embeddings: DataFrame[date, ticker, e0..e{E-1}, foundation_hash], also stored in the 'embeddings' table."
     cfg = cfg or load_config()
     cs, days = _inputs_for(model, prices, index, dates, cfg, store)
     if tickers is not None:
@@ -450,7 +456,7 @@ def embed(model: FoundationModel,        # a trained (or loaded) foundation mode
     rows, o = _infer(model, cs, days, tickers, batch_dates, progress)
     E = model.spec.embed_dim
     emb = pd.DataFrame(o[:, :E], columns=[f"e{i}" for i in range(E)])
-    out = pd.concat([rows, emb], axis=1)
+    out = pd.concat([rows, emb], axis=1).assign(foundation_hash=model.meta.get("weights_sha256") or "")  # "" for an unsaved model
     out = out.sort_values(["date", "ticker"]).reset_index(drop=True)
     if store is not None: store.upsert("embeddings", out)
     if parquet is not None:
