@@ -41,7 +41,8 @@ def params(a):
     from stock_twins.foundation import FoundationModel, FoundationSpec, param_table
     from stock_twins.pretrain import REAL_FEATURES
     spec = FoundationSpec.from_config(Config(), n_features=len(REAL_FEATURES), n_sectors=len(Config().universe.sectors))
-    print(f"## parameters at the default config ({spec.n_features} real features, {spec.n_sectors} sectors, hidden {spec.hidden})")
+    print(f"## parameters at the default config ({spec.n_features} real features, {spec.n_sectors} sectors, hidden {spec.hidden}, "
+          f"lstm_layers {spec.lstm_layers}, static covariates {spec.static_dim})")
     print(param_table(FoundationModel(spec)).to_string())
 
 

@@ -17,8 +17,9 @@ from torch import Tensor, nn
 from .config import Config, REGIMES
 
 # %% auto #0
-__all__ = ['FoundationSpec', 'TemporalEncoder', 'GraphEncoder', 'ContextEmbeddings', 'Backbone', 'PretrainHeads',
-           'FoundationModel', 'n_params', 'param_table', 'random_batch', 'pinball', 'qlike', 'pretrain_loss']
+__all__ = ['FoundationSpec', 'StaticCovariateEncoder', 'TemporalEncoder', 'GraphEncoder', 'ContextEmbeddings', 'Backbone',
+           'PretrainHeads', 'FoundationModel', 'n_params', 'param_table', 'random_batch', 'pinball', 'qlike',
+           'pretrain_loss']
 
 # %% ../nbs/10_foundation.ipynb #f9564445
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class FoundationSpec:
     horizon: int = 5                # label horizon of the pretraining heads (days)
     hidden: int = 256               # TFT hidden size (H) = width of the temporal embedding
     var_dim: int = 8                # each real feature is prescaled to this width before its GRN (TFT's hidden_continuous_size)
-    lstm_layers: int = 1            # LSTM encoder layers
+    lstm_layers: int = 2            # LSTM encoder layers (stacked; all start from the static context state)
     attn_heads: int = 4             # interpretable attention heads over the L days
     gat_heads: int = 8              # heads per GAT layer
     gat_dim: int = 128              # GAT output width (G)
@@ -57,6 +58,11 @@ class FoundationSpec:
             raise ValueError(f"quantiles must be increasing, in (0, 1), odd in number with 0.5 in the middle; got {q}")
 
     @property
+    def static_dim(self) -> int:
+        "Width of the static covariates the TFT reads: sector and liquidity embeddings (48 at the default config)."
+        return self.sector_dim + self.liquidity_dim
+
+    @property
     def backbone_in(self) -> int:
         "Width of the concatenated input of the backbone (448 at the default config)."
         return self.hidden + self.gat_dim + self.sector_dim + self.liquidity_dim + self.regime_dim
@@ -71,8 +77,8 @@ class FoundationSpec:
 
     @classmethod
     def tiny(cls, n_features: int = 4, n_sectors: int = 3, **kw) -> FoundationSpec:
-        "A model of a few thousand parameters for tests."
-        d = dict(lookback=20, hidden=16, var_dim=4, lstm_layers=1, attn_heads=2, gat_heads=2, gat_dim=8, sector_dim=4,
+        "A model of under 20K parameters (same structure as the default, 2 LSTM layers included) for tests."
+        d = dict(lookback=20, hidden=16, var_dim=4, lstm_layers=2, attn_heads=2, gat_heads=2, gat_dim=8, sector_dim=4,
                  liquidity_dim=4, regime_dim=4, backbone_hidden=16, embed_dim=8, dropout=0.0)
         return cls(n_features=n_features, n_sectors=n_sectors, **{**d, **kw})
 
@@ -106,8 +112,31 @@ def _tft():
     mod = importlib.util.module_from_spec(s); s.loader.exec_module(mod)
     return mod
 
+class StaticCovariateEncoder(nn.Module):
+    "TFT static covariate encoders: static variable selection, then four GRNs giving the context vectors."
+    def __init__(self, spec: FoundationSpec):
+        super().__init__()
+        tft = _tft()
+        self.spec, H = spec, spec.hidden
+        sizes = {"sector": spec.sector_dim, "liquidity": spec.liquidity_dim}
+        self.vsn = tft.VariableSelectionNetwork(input_sizes=sizes, hidden_size=H, input_embedding_flags=dict.fromkeys(sizes, True),
+                                                dropout=spec.dropout)
+        grn = lambda: tft.GatedResidualNetwork(H, H, H, dropout=spec.dropout)
+        self.context_vsn, self.context_hidden, self.context_cell, self.context_enrichment = grn(), grn(), grn(), grn()
+
+    def __repr__(self): return f"StaticCovariateEncoder(S={self.spec.static_dim}, H={self.spec.hidden})"
+
+    def forward(self,
+                static: Tensor, # [B, S] sector then liquidity embedding
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        "Context vectors for variable selection, LSTM hidden and cell state, enrichment, and the static VSN weights. Shapes: -> 4 x [B, H], [B, 2]."
+        d = self.spec.sector_dim
+        zeta, w = self.vsn({"sector": static[:, :d], "liquidity": static[:, d:]})   # [B, H], [B, 1, 2]
+        return (self.context_vsn(zeta), self.context_hidden(zeta), self.context_cell(zeta), self.context_enrichment(zeta),
+                w.squeeze(-2))
+
 class TemporalEncoder(nn.Module):
-    "TFT encoder over a window of daily features, read out at the last day."
+    "TFT encoder over a window of daily features, conditioned on the stock's static covariates, read out at the last day."
     def __init__(self, spec: FoundationSpec):
         super().__init__()
         tft = _tft()
@@ -115,18 +144,20 @@ class TemporalEncoder(nn.Module):
         self.names = [f"f{i}" for i in range(nf)]  # ModuleDict keys; feature names live in the checkpoint's metadata
         self.register_buffer("center", torch.zeros(nf))
         self.register_buffer("scale", torch.ones(nf))
+        self.static = StaticCovariateEncoder(spec)
         self.vsn = tft.VariableSelectionNetwork(input_sizes={n: spec.var_dim for n in self.names}, hidden_size=H,
-                                                dropout=spec.dropout)
+                                                dropout=spec.dropout, context_size=H)
         self.missing = nn.Parameter(torch.zeros(H))
         self.lstm = nn.LSTM(H, H, num_layers=spec.lstm_layers, batch_first=True,
                             dropout=spec.dropout if spec.lstm_layers > 1 else 0.0)
         self.post_lstm = tft.GateAddNorm(H, dropout=spec.dropout)
+        self.enrichment = tft.GatedResidualNetwork(H, H, H, dropout=spec.dropout, context_size=H)
         self.attn = tft.InterpretableMultiHeadAttention(n_head=spec.attn_heads, d_model=H, dropout=spec.dropout)
         self.post_attn = tft.GateAddNorm(H, dropout=spec.dropout)
         self.ff = tft.GatedResidualNetwork(H, H, H, dropout=spec.dropout)
         self.pre_output = tft.GateAddNorm(H, dropout=None)
 
-    def __repr__(self): return f"TemporalEncoder(F={self.spec.n_features}, H={self.spec.hidden}, lstm={self.spec.lstm_layers})"
+    def __repr__(self): return f"TemporalEncoder(F={self.spec.n_features}, S={self.spec.static_dim}, H={self.spec.hidden}, lstm={self.spec.lstm_layers})"
 
     def set_scaler(self, center, scale):
         "Set the robust input scaler (per-feature median and scale)."
@@ -142,22 +173,29 @@ class TemporalEncoder(nn.Module):
         return torch.nan_to_num(x, nan=0.0) * mask.unsqueeze(-1)
 
     def forward(self,
-                x: Tensor,     # [B, L, F] raw features (NaN allowed)
-                mask: Tensor,  # [B, L] bool, True where the stock traded that day
+                x: Tensor,      # [B, L, F] raw features (NaN allowed)
+                mask: Tensor,   # [B, L] bool, True where the stock traded that day
+                static: Tensor, # [B, S] static covariates: sector then liquidity embedding (the first S columns of `ContextEmbeddings`)
                ) -> tuple[Tensor, Tensor, Tensor]:
         "Temporal embedding of the last day, variable-selection weights and attention weights. Shapes: -> h [B, H], vsn [B, L, F], attn [B, heads, L]."
         B, L, nf = x.shape
         if nf != self.spec.n_features: raise ValueError(f"expected {self.spec.n_features} features, got {nf}")
+        if static.shape != (B, self.spec.static_dim):
+            raise ValueError(f"static covariates must be [B={B}, S={self.spec.static_dim}], got {list(static.shape)}")
         mask = mask.bool()
+        c_s, c_h, c_c, c_e, _ = self.static(static)                                # 4 x [B, H]
         x = self.scale_inputs(x, mask)
-        emb, w = self.vsn({n: x[..., i:i + 1] for i, n in enumerate(self.names)})  # [B, L, H], [B, L, 1, F]
+        emb, w = self.vsn({n: x[..., i:i + 1] for i, n in enumerate(self.names)},
+                          c_s.unsqueeze(1))                                        # [B, L, H], [B, L, 1, F]
         vsn_w = w.squeeze(-2)                                                      # [B, L, F]
         emb = torch.where(mask.unsqueeze(-1), emb, self.missing.to(emb.dtype))     # [B, L, H]
-        out, _ = self.lstm(emb)                                                    # [B, L, H]
+        state = tuple(c.unsqueeze(0).expand(self.spec.lstm_layers, -1, -1).contiguous() for c in (c_h, c_c))  # 2 x [layers, B, H]
+        out, _ = self.lstm(emb, state)                                             # [B, L, H]
         a = self.post_lstm(out, emb)                                               # [B, L, H]
+        th = self.enrichment(a, c_e.unsqueeze(1))                                  # [B, L, H]
         pad = ~mask.unsqueeze(1)                                                   # [B, 1, L] True = ignore
-        att, att_w = self.attn(a[:, -1:], a, a, mask=pad)                          # [B, 1, H], [B, 1, heads, L]
-        y = self.post_attn(att, a[:, -1:])                                         # [B, 1, H]
+        att, att_w = self.attn(th[:, -1:], th, th, mask=pad)                       # [B, 1, H], [B, 1, heads, L]
+        y = self.post_attn(att, th[:, -1:])                                        # [B, 1, H]
         y = self.pre_output(self.ff(y), a[:, -1:])                                 # [B, 1, H]
         return y.squeeze(1), vsn_w, att_w.squeeze(1)                               # [B, H], [B, L, F], [B, heads, L]
 
@@ -272,9 +310,9 @@ class FoundationModel(nn.Module):
                 explain: bool = False, # also return VSN, time-attention and graph-attention weights
                ) -> dict[str, Tensor]:
         "Embedding and head outputs per stock. Shapes: -> embedding [B, E]; temporal [B, H]; graph [B, G]; heads as in `PretrainHeads`."
-        h, vsn_w, att_w = self.temporal(x, mask)                                   # [B, H], [B, L, F], [B, heads, L]
+        c = self.context(sector, liquidity, regime)                                # [B, 64]: sector, liquidity, regime
+        h, vsn_w, att_w = self.temporal(x, mask, c[:, :self.spec.static_dim])      # static [B, 48] -> [B, H], [B, L, F], [B, heads, L]
         g, gatt = self.graph(h, edge_index, edge_attr, return_attention=explain)   # [B, G]
-        c = self.context(sector, liquidity, regime)                                # [B, 64]
         z = self.backbone(torch.cat([h, g, c], dim=-1))                            # [B, 448] -> [B, E]
         out = {"embedding": z, "temporal": h, "graph": g, **self.heads(z)}
         if explain: out.update(vsn_weights=vsn_w, time_attention=att_w, graph_attention=gatt)
@@ -285,11 +323,12 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 def param_table(model: FoundationModel) -> pd.DataFrame:
-    "Parameters per part of the model (TFT, GAT, embeddings, backbone, heads) and in total."
+    "Parameters per part of the model (TFT per-day path and static encoders, GAT, embeddings, backbone, heads) and in total."
     import pandas as pd
-    parts = {"TFT (temporal)": model.temporal, "GAT (graph)": model.graph, "embeddings (context)": model.context,
-             "backbone": model.backbone, "heads": model.heads}
-    rows = [(k, n_params(m)) for k, m in parts.items()] + [("total", n_params(model))]
+    t, st = n_params(model.temporal), n_params(model.temporal.static)
+    rows = [("TFT (temporal, per day)", t - st), ("TFT static encoders (per stock)", st), ("GAT (graph)", n_params(model.graph)),
+            ("embeddings (context)", n_params(model.context)), ("backbone", n_params(model.backbone)),
+            ("heads", n_params(model.heads)), ("total", n_params(model))]
     return pd.DataFrame(rows, columns=["part", "params"]).set_index("part")
 
 # %% ../nbs/10_foundation.ipynb #760156d2

@@ -2,13 +2,18 @@
 
 - checkpoints: save -> load gives identical outputs; truncated/corrupt weights, broken or tampered JSON and a
   spec mismatch are refused with a clear `CheckpointError`; loading never unpickles (torch.load and pickle.loads
-  are patched to raise);
+  are patched to raise); a checkpoint from before the TFT's static encoders is refused too;
+- the TFT's static covariates (sector, liquidity) change a stock's temporal embedding and no other stock's, and
+  masked days stay invisible with them; the parameter count per part is printed by the benchmark (about 5M);
 - no lookahead: `pretrain(train_end=X)` gives bit-identical weights when every price after X is changed (and
   different weights when a price before X is changed, so the test can fail);
 - `embed` writes one row per (date, ticker) asked to the store's `embeddings` table, in a DuckDB file on disk.
 """
 import json
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,6 +115,58 @@ def test_corrupt_and_tampered(ckpt, tmp_path):
     assert _same_outputs(m, load_foundation(path))                       # the original is still fine
 
 
+def test_checkpoint_without_static_encoders_is_refused(ckpt, tmp_path):
+    "A checkpoint saved before the static encoders existed (same spec keys, fewer weights) gives a clear CheckpointError."
+    import hashlib
+    from safetensors.torch import load, save
+    m, path = ckpt
+    meta = json.loads(path.with_suffix(".json").read_text())
+    state = load(path.read_bytes())
+    old = {k: v for k, v in state.items() if not k.startswith("temporal.static.") and not k.startswith("temporal.enrichment.")
+           and "context" not in k.split(".")[-2] and "_l1" not in k}  # no static encoders, enrichment, VSN context, 2nd LSTM layer
+    assert len(old) < len(state)
+    blob = save(old)
+    bad = tmp_path / "old.safetensors"
+    _write(bad, blob, {**meta, "spec": {**meta["spec"], "lstm_layers": 1}, "weights_sha256": hashlib.sha256(blob).hexdigest()})
+    _fail(lambda: load_foundation(bad), contains="do not fit the spec", exc=CheckpointError)
+
+
+def _temporal(m, batch):
+    with torch.inference_mode():
+        return m(**batch)["temporal"]
+
+
+def test_static_covariates_and_masking():
+    m = _model()
+    b = random_batch(m.spec, n_dates=2, n_stocks=5, seed=4)
+    b["mask"][2, :6] = False                                               # stock 2 not listed for the first 6 days
+    h = _temporal(m, b)
+    for key, n in (("sector", m.spec.n_sectors + 1), ("liquidity", m.spec.n_liquidity)):
+        b2 = {**b, key: b[key].clone()}; b2[key][3] = (b2[key][3] + 1) % n
+        h2 = _temporal(m, b2)
+        assert (h2[3] - h[3]).abs().max() > 1e-4, f"{key} does not reach the temporal encoder"
+        others = [i for i in range(10) if i != 3]
+        torch.testing.assert_close(h2[others], h[others])
+    x = b["x"].clone(); x[2, :6] = 1e3; x[2, 1, 0] = float("nan")          # junk under the mask
+    torch.testing.assert_close(_temporal(m, {**b, "x": x}), h)
+    x[2, 8] += 1.0                                                         # an observed day does count
+    assert (_temporal(m, {**b, "x": x})[2] - h[2]).abs().max() > 1e-4
+    _fail(lambda: m.temporal(b["x"], b["mask"], torch.zeros(10, 3)), contains="static covariates must be", exc=ValueError)
+
+
+def test_param_count_per_part_printed():
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_foundation.py"), "params"], capture_output=True, text=True,
+                       cwd=root, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {l.rsplit(None, 1)[0].strip(): int(l.rsplit(None, 1)[1]) for l in r.stdout.splitlines() if l.strip() and l.split()[-1].isdigit()}
+    parts = ["TFT (temporal, per day)", "TFT static encoders (per stock)", "GAT (graph)", "embeddings (context)", "backbone", "heads"]
+    assert all(p in rows for p in parts), r.stdout
+    _eq(sum(rows[p] for p in parts), rows["total"])
+    assert 4_500_000 < rows["total"] < 5_500_000, rows["total"]
+    assert rows["TFT static encoders (per stock)"] > 500_000 and "lstm_layers 2" in r.stdout
+
+
 def _perturb_after(prices: pd.DataFrame, t: pd.Timestamp, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     out = prices.copy()
@@ -145,13 +202,15 @@ def test_embed_writes_store(data, cfg, tmp_path):
     with Store(tmp_path / "s.duckdb") as st:
         e = embed(m, prices, index, dates, tickers=["XOM", "AAPL", "JPM"], store=st, cfg=cfg)
         _eq(len(e), 4 * 3)
-        _eq(list(e.columns), ["date", "ticker"] + [f"e{i}" for i in range(m.spec.embed_dim)])
+        _eq(list(e.columns), ["date", "ticker"] + [f"e{i}" for i in range(m.spec.embed_dim)] + ["foundation_hash"])
+        _eq(set(e.foundation_hash), {""})                                   # an unsaved model has no weights hash
         embed(m, prices, index, dates[-2:], store=st, cfg=cfg)              # all 4 stocks on 2 dates: upsert, no duplicates
     with Store(tmp_path / "s.duckdb", read_only=True) as st:
         got = st.read("embeddings")
         _eq(len(got), 4 * 3 + 2)
         _eq(got.duplicated(["date", "ticker"]).any(), False)
         _eq(sorted(got[got.date == dates[0]].ticker), ["AAPL", "JPM", "XOM"])
-        np.testing.assert_allclose(got.set_index(["date", "ticker"]).loc[(dates[0], "XOM")].to_numpy(),
-                                   e.set_index(["date", "ticker"]).loc[(dates[0], "XOM")].to_numpy(), rtol=1e-6)
+        ecols = [f"e{i}" for i in range(m.spec.embed_dim)]
+        np.testing.assert_allclose(got.set_index(["date", "ticker"]).loc[(dates[0], "XOM"), ecols].to_numpy(dtype=float),
+                                   e.set_index(["date", "ticker"]).loc[(dates[0], "XOM"), ecols].to_numpy(dtype=float), rtol=1e-6)
     _fail(lambda: embed(m, prices, index, dates, tickers=["NOPE"], cfg=cfg), contains="unknown tickers ['NOPE']")
