@@ -79,6 +79,31 @@ def bench_inference(reps: int):
     return df
 
 
+def bench_gpu(reps: int):
+    "Batched twin inference on CUDA (the stack lives on the GPU; inputs are copied in, outputs copied out)."
+    if not torch.cuda.is_available():
+        print("\n## GPU: no CUDA device, skipped"); return None
+    print(f"\n## Batched inference on {torch.cuda.get_device_name(0)} (TwinStack on the GPU, host->device->host copies included)")
+    rows, dev = [], torch.device("cuda")
+    for options in (False, True):
+        spec = TwinSpec.from_config(Config().replace(twins={"options": options}))
+        for n in (50, 500):
+            st = TwinStack.of([t.to(dev) for t in _twins(n, spec)])
+            emb, reg = torch.randn(n, 128), torch.randn(n, 6)
+            opt = torch.randn(n, 40) if options else None
+            def run():
+                o = st(emb.to(dev), reg.to(dev), None if opt is None else opt.to(dev))
+                o = {k: v.cpu() for k, v in o.items()}
+                torch.cuda.synchronize()
+                return o
+            v = _time(run, reps)
+            rows.append(dict(options=options, twins=n, params_each=sum(x[0].numel() for x in st.params.values()),
+                             batch_ms=v * 1e3, per_stock_ms=v * 1e3 / n))
+    df = pd.DataFrame(rows)
+    print(df.round(4).to_string(index=False))
+    return df
+
+
 def _market_store(n_stocks: int, n_days: int, dim: int = 128, seed: int = 0):
     m = simulate_market(n_stocks, n_days, n_sectors=min(11, n_stocks), seed=seed)
     st = Store()
@@ -170,6 +195,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and twins")
     ap.add_argument("--train-500", action="store_true", help="fine-tune the 500 twins instead of checkpointing random ones")
     ap.add_argument("--n-jobs", type=int, default=2)
+    ap.add_argument("--gpu-only", action="store_true", help="only the CUDA inference section")
     a = ap.parse_args()
     print("# bench_twins")
     print(f"machine: {platform.platform()} | {platform.processor() or platform.machine()} | CPUs {os.cpu_count()} | "
@@ -177,10 +203,13 @@ def main():
           f"load average {os.getloadavg()[0]:.1f}")
     print("DATA: simulated market with SYNTHETIC foundation embeddings (the foundation's embeddings are not used here); "
           "timings depend on shapes only.")
+    if a.gpu_only:
+        bench_gpu(reps=50); return
     bench_inference(reps=20 if a.quick else 200)
     bench_fine_tune(3 if a.quick else 6)
     bench_retrain(20, a.n_jobs)
     bench_universe(100 if a.quick else 500, a.train_500, a.n_jobs)
+    bench_gpu(reps=20 if a.quick else 100)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ingest_sample', 'build_features', 'store_summary', 'cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate',
-           'cmd_pretrain', 'cmd_main', 'build_parser', 'main']
+           'cmd_pretrain', 'cmd_main', 'cmd_graph', 'pd_str', 'cmd_retrain', 'cmd_predict', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -109,17 +109,71 @@ def cmd_pretrain(args) -> int:
     return 0
 
 def cmd_main(args) -> int:
-    "The main job on the bundled real data with the embedded defaults."
+    "The main job on the bundled real data with the embedded defaults (see `70_pipeline`)."
+    from stock_twins.pipeline import run_main, smoke_config
+    cfg = _cfg(args)
+    run_main(smoke_config(cfg) if args.smoke else cfg, force=args.force)
+    return 0
+
+def _tickers(s: str | None) -> list[str] | None:
+    return None if not s else [t.strip().upper() for t in s.split(",") if t.strip()]
+
+def cmd_graph(args) -> int:
+    from stock_twins.graph import DuckDBGraphStore
+    from stock_twins.pipeline import ensure_graphs_in_store
     from stock_twins.store import Store
     cfg = _cfg(args)
-    t0 = time.perf_counter()
     with Store.from_config(cfg) as st:
-        done = _step(f"ingest the bundled real sample into {st.path}")
-        n = ingest_sample(st, cfg); done(f"{n:,} price rows (idempotent: a second run changes nothing)")
-        done = _step("point-in-time features and 5-day labels")
-        n, fresh = build_features(st, cfg, getattr(args, "force", False))
-        done(f"{n:,} rows {'written' if fresh else 'reused (already up to date)'}")
-        print(f"\nmain job finished in {time.perf_counter() - t0:.1f}s\n" + store_summary(st))
+        done = _step(f"point-in-time correlation graphs (window {cfg.graph.window}, k {cfg.graph.k}, every {cfg.graph.every} days) in {st.path}")
+        n, total = ensure_graphs_in_store(cfg, st); done(f"{n} written, {total} stored")
+        g = DuckDBGraphStore(st)
+        last = g.dates()[-1]
+        peers = g.peers(args.peers_of.upper(), last) if args.peers_of else None
+        print(f"latest graph {pd_str(last)}: {len(g.read(last)):,} edges")
+        if peers is not None: print(f"strongest peers of {args.peers_of}:\n{peers.to_string(index=False)}")
+    return 0
+
+def pd_str(d) -> str: return str(d)[:10]
+
+def cmd_retrain(args) -> int:
+    "Weekly retraining: embed up to the cutoff with the frozen foundation, then fine-tune every pilot twin (resumable)."
+    from stock_twins.pipeline import _say, ensure_embeddings, ensure_twins, latest_foundation, smoke_config, stored_prices
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    if args.smoke: cfg = smoke_config(cfg)
+    with Store.from_config(cfg) as st:
+        prices, _ = stored_prices(st, cfg)
+        cutoff = prices["date"].max() if args.cutoff is None else __import__("pandas").Timestamp(args.cutoff)
+        model, path = latest_foundation(cfg, args.foundation)
+        fh = model.meta["weights_sha256"]
+        done = _step(f"embeddings up to {pd_str(cutoff)} with the frozen foundation {path.name}")
+        new, old = ensure_embeddings(cfg, st, model, end=cutoff); done(f"{new} dates embedded, {old} reused")
+        done = _step(f"fine-tune the pilot twins at cutoff {pd_str(cutoff)}")
+        s = ensure_twins(cfg, st, cutoff, fh, tickers=_tickers(args.tickers), n_jobs=args.n_jobs, resume=not args.no_resume)
+        done(", ".join(f"{v} {k}" for k, v in s["status"].value_counts().items()))
+        cols = [c for c in ("ticker", "status", "epochs", "best_epoch", "val_loss_init", "val_loss", "seconds", "reason") if c in s]
+        print(s[cols].to_string(index=False, na_rep="", float_format="{:.4f}".format))
+        print(f"checkpoints: {cfg.twins.checkpoint_dir}")
+    return 0
+
+def cmd_predict(args) -> int:
+    "Ranked forecasts for a date (default: the latest) from the twins and the fallback."
+    import pandas as pd
+    from stock_twins.pipeline import ensure_embeddings, ensure_fallback, format_ranked, latest_foundation, predict_ranked, save_predictions, smoke_config, stored_prices
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    if args.smoke: cfg = smoke_config(cfg)
+    with Store.from_config(cfg) as st:
+        prices, _ = stored_prices(st, cfg)
+        date = prices["date"].max() if args.date is None else pd.Timestamp(args.date)
+        model, path = latest_foundation(cfg, args.foundation)
+        ensure_embeddings(cfg, st, model, end=date, days=1, progress=False)
+        done = _step("LightGBM fallback for stocks without a twin")
+        fb, fdir, reused = ensure_fallback(cfg, st, date); done(f"{'reused' if reused else 'trained'} {fdir}")
+        ranked = predict_ranked(cfg, st, model.meta["weights_sha256"], fb, date, _tickers(args.tickers))
+        csv = save_predictions(st, ranked, cfg.main.out_dir)
+        print(f"ranked forecasts for the 5 trading days after {pd_str(date)} (foundation {path.name}):\n" + format_ranked(ranked))
+        print(f"written: {csv} and table predictions of {st.path}")
     return 0
 
 # %% ../nbs/80_cli.ipynb #2d32dacb
@@ -129,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML config file (default: $STOCK_TWINS_CONFIG, else config/config.yaml, else defaults)")
     p.add_argument("--store", default=None, help="DuckDB store file (overrides data.store)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    s = sub.add_parser("main", help="run the main job on the bundled real data")
-    s.add_argument("--force", action="store_true", help="recompute what is already stored")
+    s = sub.add_parser("main", help="the whole job on the bundled real data: ingest, features, graphs, foundation, twins, fallback, ranked forecasts")
+    s.add_argument("--force", action="store_true", help="recompute and retrain what is already stored")
+    s.add_argument("--smoke", action="store_true", help="tiny models and few epochs: a smoke run of every step")
     s.set_defaults(fn=cmd_main)
     s = sub.add_parser("ingest", help="validate and load prices into the store")
     s.add_argument("--source", default=None, help="CSV/Parquet file or folder of per-ticker files, local or fsspec URL (default: bundled sample)")
@@ -152,6 +207,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--embed-start", default=None, help="first date to embed (default: every date)")
     s.add_argument("--tiny", action="store_true", help="tiny model: a smoke run in seconds")
     s.set_defaults(fn=cmd_pretrain)
+    s = sub.add_parser("graph", help="write the missing point-in-time correlation graphs to the store")
+    s.add_argument("--peers-of", default=None, help="also print this stock's strongest peers on the latest graph")
+    s.set_defaults(fn=cmd_graph)
+    s = sub.add_parser("retrain", help="weekly retraining: embed up to the cutoff with the frozen foundation, fine-tune every pilot twin")
+    s.add_argument("--cutoff", default=None, help="last date whose information may be used (default: the latest price)")
+    s.add_argument("--tickers", default=None, help="comma-separated pilot tickers (default: every pilot in the store)")
+    s.add_argument("--n-jobs", type=int, default=None, help="local processes (default: twins.n_jobs; Ray when twins.ray_address is set)")
+    s.add_argument("--no-resume", action="store_true", help="retrain twins whose checkpoint for this cutoff exists")
+    s.add_argument("--foundation", default=None, help="foundation checkpoint (default: the newest main-job one)")
+    s.add_argument("--smoke", action="store_true", help="few epochs (as `main --smoke`)")
+    s.set_defaults(fn=cmd_retrain)
+    s = sub.add_parser("predict", help="ranked forecasts for a date from the twins and the fallback")
+    s.add_argument("--date", default=None, help="forecast origin (default: the latest price)")
+    s.add_argument("--tickers", default=None, help="comma-separated tickers (default: every stock that traded that day)")
+    s.add_argument("--foundation", default=None, help="foundation checkpoint (default: the newest main-job one)")
+    s.add_argument("--smoke", action="store_true", help="the settings of `main --smoke`")
+    s.set_defaults(fn=cmd_predict)
     s = sub.add_parser("info", help="summarise what the store holds")
     s.set_defaults(fn=cmd_info)
     return p
@@ -162,6 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     try: return args.fn(args) or 0
     except KeyboardInterrupt:
         print("interrupted: nothing partial was written (each load is one transaction)", file=sys.stderr); return 130
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"stock-twins {args.cmd}: error: {msg}", file=sys.stderr); return 2

@@ -234,9 +234,10 @@ def _lightning_classes():
     return L, FoundationTask, KeepBest
 
 # %% ../nbs/11_pretrain.ipynb #9fe08606
-def _split_days(cs: CrossSections, horizon: int, val_frac: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    "Training and validation date positions: dates with a known label for some valid stock; validation is the last `val_frac` after a gap of `horizon`."
+def _split_days(cs: CrossSections, horizon: int, val_frac: float = 0.1, first=None) -> tuple[np.ndarray, np.ndarray]:
+    "Training and validation date positions: dates (from `first`) with a known label for some valid stock; validation is the last `val_frac` after a gap of `horizon`."
     ok = np.flatnonzero((cs.valid & np.isfinite(cs.labels).all(-1)).any(1))
+    if first is not None: ok = ok[cs.dates[ok] >= pd.Timestamp(first)]
     n_val = int(round(len(ok) * val_frac)) if len(ok) >= 20 else 0
     if n_val == 0: return ok, ok[:0]
     return ok[:len(ok) - n_val - horizon], ok[len(ok) - n_val:]
@@ -286,10 +287,7 @@ def pretrain(prices: pd.DataFrame,              # canonical price table (anythin
     if len(prices) == 0: raise ValueError(f"no prices on or before train_end {train_end:%Y-%m-%d}")
     L.seed_everything(cfg.project.seed, workers=True, verbose=False)
     cs = build_cross_sections(prices, index, cfg, DuckDBGraphStore(store) if store is not None else DuckDBGraphStore(Store()))
-    tr, va = _split_days(cs, h)
-    if train_start is not None:
-        first = pd.Timestamp(train_start)
-        tr, va = tr[cs.dates[tr] >= first], va[cs.dates[va] >= first]
+    tr, va = _split_days(cs, h, first=train_start)
     k = max(1, int(date_stride))
     tr, va = tr[::-1][::k][::-1], va[::-1][::k][::-1]                           # keeps the last date of each
     if len(tr) == 0: raise ValueError(f"no training dates with labels up to {train_end:%Y-%m-%d}"

@@ -80,7 +80,8 @@ class Store:
 
     def tables(self) -> list[str]:
         "Names of the tables in the store."
-        return sorted(r[0] for r in self.con.execute("select table_name from information_schema.tables where table_schema='main'").fetchall())
+        return sorted(r[0] for r in self.con.execute("select table_name from information_schema.tables "
+                                                     "where table_schema='main' and table_type='BASE TABLE'").fetchall())  # not registered frames
 
     def columns(self, table: str) -> list[str]:
         "Column names of `table`."

@@ -12,20 +12,72 @@ def _run(*args, cwd=None):
     exe = Path(sys.executable).parent / "stock-twins"  # the installed console script
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
+def _smoke_config(tmp_path) -> Path:
+    "A config that keeps checkpoints and reports inside `tmp_path`."
+    c = tmp_path / "c.yaml"
+    c.write_text(f"foundation:\n  checkpoint_dir: {tmp_path / 'ck' / 'foundation'}\ntwins:\n  checkpoint_dir: {tmp_path / 'ck' / 'twins'}\n"
+                 f"main:\n  out_dir: {tmp_path / 'reports'}\n")
+    return c
+
 def test_main_job_end_to_end_and_rerun(tmp_path):
-    db = tmp_path / "st.duckdb"
-    r = _run("--store", str(db), "main")
+    "`stock-twins main --smoke`: every step on the whole bundled sample, the ranked table, then a second run that reuses everything."
+    db, cfg = tmp_path / "st.duckdb", _smoke_config(tmp_path)
+    r = _run("--config", str(cfg), "--store", str(db), "main", "--smoke")
     _eq(r.returncode, 0)
-    assert "166,260 price rows" in r.stdout and "written" in r.stdout, r.stdout
+    out = r.stdout
+    assert "166,260 price rows" in out and "166,260 rows written" in out, out
+    assert "16 trained" in out and "ranked forecasts for the 5 trading days after 2022-12-28" in out, out + r.stderr
     with Store(db, read_only=True) as st:
-        _eq(set(st.tables()) >= {"prices", "index_prices", "features", "labels", "sources"}, True)
+        _eq(set(st.tables()) >= {"prices", "index_prices", "features", "labels", "sources", "graph_edges", "embeddings", "predictions"}, True)
         _eq(st.count("features"), 20 * 8313)
-        _eq(st.count("index_prices"), 8313)
+        pred = st.read("predictions").sort_values("rank").reset_index(drop=True)
         n_src = st.count("sources")
-    r2 = _run("--store", str(db), "main")
+    _eq((len(pred), pred.date.nunique(), pred["rank"].tolist(), pred.priority.is_monotonic_decreasing), (20, 1, list(range(1, 21)), True))
+    _eq(pred.groupby("source").size().to_dict(), {"fallback": 4, "twin": 16})
+    _eq(sorted(pred.loc[pred.source == "fallback", "ticker"]), ["BBY", "GE", "LLY", "RRC"])   # the non-pilot stocks of the sample
+    csv = pd.read_csv(tmp_path / "reports" / "predictions_2022-12-28.csv")
+    _eq(csv.ticker.tolist(), pred.sort_values("rank").ticker.tolist())
+    ck = sorted((tmp_path / "ck").rglob("*.safetensors"))
+    _eq(len(ck), 1 + 16)
+    r2 = _run("--config", str(cfg), "--store", str(db), "main", "--smoke")
     _eq(r2.returncode, 0)
-    assert "reused" in r2.stdout, r2.stdout
-    with Store(db, read_only=True) as st: _eq((st.count("prices"), st.count("sources")), (20 * 8313, n_src))
+    out2 = r2.stdout
+    assert "166,260 rows reused" in out2 and "16 skipped" in out2 and "0 written" in out2 and "140 reused" in out2, out2
+    assert out2.count("reused /") >= 2, out2                                       # foundation and fallback were loaded, not trained
+    _eq(sorted((tmp_path / "ck").rglob("*.safetensors")), ck)
+    with Store(db, read_only=True) as st:
+        _eq((st.count("prices"), st.count("sources")), (20 * 8313, n_src))
+        again = st.read("predictions").sort_values("rank").reset_index(drop=True)
+        pd.testing.assert_frame_equal(again.drop(columns="created"), pred.drop(columns="created"))
+    # the steps on their own
+    r = _run("--config", str(cfg), "--store", str(db), "predict", "--smoke", "--tickers", "aapl,GE")
+    _eq(r.returncode, 0)
+    assert "AAPL" in r.stdout and "GE" in r.stdout and "twin" in r.stdout and "fallback" in r.stdout, r.stdout + r.stderr
+    r = _run("--config", str(cfg), "--store", str(db), "retrain", "--smoke", "--tickers", "AAPL,MSFT")
+    _eq(r.returncode, 0)
+    assert "2 skipped" in r.stdout, r.stdout
+    r = _run("--config", str(cfg), "--store", str(db), "graph", "--peers-of", "AAPL")
+    _eq(r.returncode, 0)
+    assert "0 written" in r.stdout and "strongest peers of AAPL" in r.stdout, r.stdout
+    # bad input: a clear one-line error, exit 2, nothing lost
+    for args, msg in [(("predict", "--smoke", "--tickers", "ZZZZ"), "ZZZZ"),
+                      (("predict", "--smoke", "--tickers", "MSFT", "--date", "2022-12-25"), "not a trading date"),
+                      (("retrain", "--smoke", "--tickers", "LLY"), "not pilot stocks"),
+                      (("graph", "--peers-of", "ZZZZ"), "ZZZZ")]:
+        r = _run("--config", str(cfg), "--store", str(db), *args)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    f = ck[0] if "foundation" in str(ck[0]) else next(p for p in ck if "foundation" in str(p))
+    f.write_bytes(f.read_bytes()[:-100])                                          # a truncated foundation checkpoint
+    r = _run("--config", str(cfg), "--store", str(db), "predict", "--smoke")
+    assert r.returncode == 2 and "SHA-256" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    with Store(db, read_only=True) as st: _eq(st.count("predictions"), 20)
+
+def test_main_without_foundation_is_a_clear_error(tmp_path):
+    cfg = _smoke_config(tmp_path)
+    r = _run("--config", str(cfg), "--store", str(tmp_path / "st.duckdb"), "ingest")
+    _eq(r.returncode, 0)
+    r = _run("--config", str(cfg), "--store", str(tmp_path / "st.duckdb"), "predict")
+    assert r.returncode == 2 and "run `stock-twins main` first" in r.stderr, r.stderr
 
 def test_ingest_user_file_and_bad_file(tmp_path):
     db = tmp_path / "st.duckdb"
