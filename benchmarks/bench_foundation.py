@@ -32,6 +32,12 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def _gpu() -> str:
+    "Peak GPU memory so far (empty without CUDA)."
+    if not torch.cuda.is_available(): return ""
+    return f" | {torch.cuda.get_device_name(0)}, peak GPU memory {torch.cuda.max_memory_allocated() / 1024**3:.2f} GB (bf16 autocast)"
+
+
 def _spec_kw(a) -> dict:
     return {} if a.hidden is None else {"hidden": a.hidden}
 
@@ -58,20 +64,21 @@ def sample(a):
     st = Store()
     t0 = time.perf_counter()
     model, _ = pretrain(prices, index, cfg, train_end="2014-12-31", epochs=a.epochs, store=st, progress=False, checkpoint_dir=False,
-                        spec=spec, date_stride=a.stride)
+                        spec=spec, date_stride=a.stride, max_steps=a.max_steps)
     wall = time.perf_counter() - t0
     m = model.meta
     print(f"## pretraining on the real sample (20 stocks, up to 2014-12-31), hidden {spec.hidden}, epochs {a.epochs}, date stride {a.stride}")
     print(f"wall {wall:.0f} s (fit {m['train_seconds']} s) | train dates {m['train_dates']}, val dates {m['val_dates']} | "
           f"epochs run {m['epochs_run']}, steps {m['steps']} ({m['train_seconds'] / max(1, m['steps']):.2f} s/step incl. validation) | "
-          f"best val loss {m['best_val_loss']} | peak RSS {_peak_rss_gb():.2f} GB")
+          f"best val loss {m['best_val_loss']} | peak RSS {_peak_rss_gb():.2f} GB{_gpu()}")
+    if torch.cuda.is_available(): model = model.cuda()                 # embed on the GPU too
     dates = np.sort(prices.date.unique())
     dates = dates[(dates >= np.datetime64("2015-01-01"))][:a.embed_dates]
     embed(model, prices, index, dates[:2], store=st, cfg=cfg)            # warm-up (features, graphs of the span)
     t0 = time.perf_counter()
     e = embed(model, prices, index, dates, store=st, cfg=cfg, batch_dates=64)
     dt = time.perf_counter() - t0
-    print(f"## embedding throughput: {len(e)} stock-dates in {dt:.1f} s = {len(e) / dt:.0f} stock-dates/s "
+    print(f"## embedding throughput{' (GPU)' if torch.cuda.is_available() else ''}: {len(e)} stock-dates in {dt:.1f} s = {len(e) / dt:.0f} stock-dates/s "
           f"(incl. features/graphs for the span; {len(dates)} dates x 20 stocks, batch 64 dates)")
 
 
@@ -95,7 +102,7 @@ def sim(a):
     print(f"## simulated universe 500 stocks x 756 days, hidden {spec.hidden}, dates/batch {cfg.foundation.dates_per_batch}")
     print(f"simulate {t1 - t0:.0f} s | pretrain call {t2 - t1:.0f} s (fit {m['train_seconds']} s) | steps run {m['steps']} of "
           f"{n_steps_epoch} in one epoch ({m['train_dates']} training dates) | {m['train_seconds'] / max(1, m['steps']):.1f} s/step | "
-          f"peak RSS {_peak_rss_gb():.2f} GB")
+          f"peak RSS {_peak_rss_gb():.2f} GB{_gpu()}")
 
 
 def evaluation(a):

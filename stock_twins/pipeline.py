@@ -277,6 +277,10 @@ def run_main(cfg: Config | None = None,  # config; None loads it
         done(", ".join(f"{v} {k}" for k, v in counts.items()))
         failed = twins[twins["status"] == "failed"]
         for r in failed.itertuples(): print(f"   twin {r.ticker} failed: {r.reason} (its forecasts come from the fallback)")
+        neutral = twins.loc[(twins["status"] != "failed") & (twins["best_epoch"] == 0), "ticker"].tolist()
+        if neutral and progress:
+            print(f"   no gain over the untrained twin on validation for {', '.join(neutral)}: early stopping kept the neutral "
+                  "twin (exp_return 0, hit_prob 0.5, the window's average vol)")
         done = _say("LightGBM fallback for stocks without a twin", progress)
         fb, fdir, reused = ensure_fallback(cfg, store, cutoff, force); done(f"{'reused' if reused else 'trained'} {fdir}")
         done = _say(f"forecasts for {cutoff:%Y-%m-%d} (5 trading days ahead), ranked by priority", progress)

@@ -242,20 +242,25 @@ def _split_days(cs: CrossSections, horizon: int, val_frac: float = 0.1, first=No
     if n_val == 0: return ok, ok[:0]
     return ok[:len(ok) - n_val - horizon], ok[len(ok) - n_val:]
 
+class _NoAdverts(logging.Filter):
+    "Drops Lightning's advertisement for its cloud logger."
+    def filter(self, record: logging.LogRecord) -> bool: return "litlogger" not in record.getMessage()
+
 @contextlib.contextmanager
 def _quiet(on: bool = True):
-    "Silence Lightning's info messages and known harmless warnings (when progress is off)."
-    if not on:
-        yield; return
+    "Silence Lightning's info messages when `on` (progress off); always drop its advertisement and known harmless warnings."
     names = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero")
     old = {n: logging.getLogger(n).level for n in names}
-    for n in names: logging.getLogger(n).setLevel(logging.WARNING)
+    drop = _NoAdverts()
+    for n in names:
+        if on: logging.getLogger(n).setLevel(logging.WARNING)
+        logging.getLogger(n).addFilter(drop)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(num_workers|treespec|LeafSpec|does not have many workers).*")
+            warnings.filterwarnings("ignore", message=".*(num_workers|treespec|LeafSpec|does not have many workers|deterministic implementation).*")
             yield
     finally:
-        for n, lv in old.items(): logging.getLogger(n).setLevel(lv)
+        for n, lv in old.items(): logging.getLogger(n).setLevel(lv); logging.getLogger(n).removeFilter(drop)
 
 def _accelerator_is_cuda(accelerator) -> bool:
     return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
