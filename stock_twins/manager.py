@@ -162,10 +162,23 @@ class TwinManager:
         out = pd.concat(parts, ignore_index=True)
         return out.set_index("ticker").loc[tickers].reset_index()[[*PRED_COLUMNS, "source"]]
 
+    def _check_embedding_hash(self, tickers: list[str], date: pd.Timestamp):
+        "A clear error when the stored embeddings of `date` were written by another foundation than the twins'."
+        if "embeddings" not in self.store.tables() or "foundation_hash" not in self.store.columns("embeddings"): return
+        e = self.store.con.execute("select ticker, foundation_hash from embeddings where date = ? and ticker in (select unnest(?))",
+                                   [date.to_pydatetime(), list(tickers)]).df()
+        bad = e[e["foundation_hash"].notna() & (e["foundation_hash"] != "") & (e["foundation_hash"] != self.foundation_hash)]
+        if len(bad):
+            raise ValueError(f"the embeddings of {date:%Y-%m-%d} for {sorted(bad.ticker)} were written by foundation "
+                             f"{bad.foundation_hash.iloc[0][:12]}..., the twins need {self.foundation_hash[:12]}...: re-embed that "
+                             "day with the twins' foundation (`stock-twins predict` does) or retrain the twins")
+
     def _predict_twins(self, tickers: list[str], paths: tuple, date: pd.Timestamp, inputs: pd.DataFrame | None) -> pd.DataFrame:
         for p in paths: self._load(p)                                   # load (and verify) into the cache
         s = self.spec
-        if inputs is None: inputs = load_twin_frame(self.store, self.cfg, tickers, date, date, options=s.options)
+        if inputs is None:
+            self._check_embedding_hash(tickers, date)
+            inputs = load_twin_frame(self.store, self.cfg, tickers, date, date, options=s.options)
         rows = inputs[inputs["date"] == date].set_index("ticker")
         missing = [t for t in tickers if t not in rows.index]
         if missing: raise ValueError(f"no embedding on {date:%Y-%m-%d} for {missing}: a twin needs the foundation's embedding of that day")
