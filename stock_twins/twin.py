@@ -9,6 +9,7 @@ import json
 import math
 import re
 import time
+import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -22,16 +23,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from .config import REGIMES, Config, load_config
 from .data import check_tickers
+from .evaluation import PROB_COLUMNS, VALUE_COLUMNS, Forecaster, Panel, prediction_frame
 from .features import FEATURES, LABELS, compute_features, compute_labels
 from .regime import label_regimes, regime_inputs
 from .store import Store, atomic_write
 
 # %% auto #0
-__all__ = ['REGIME_FEATURES', 'OPTIONS_FEATURES', 'PCR_GATE_FEATURES', 'TARGETS', 'QUANTILES', 'LOSS_PARTS', 'emb_columns',
-           'TwinSpec', 'LoRAAdapter', 'OptionsEncoder', 'DigitalTwin', 'pinball', 'qlike', 'twin_loss',
+__all__ = ['REGIME_FEATURES', 'OPTIONS_FEATURES', 'PCR_GATE_FEATURES', 'TARGETS', 'QUANTILES', 'LOSS_PARTS', 'TWIN_VARIANTS',
+           'emb_columns', 'TwinSpec', 'LoRAAdapter', 'OptionsEncoder', 'DigitalTwin', 'pinball', 'qlike', 'twin_loss',
            'synthetic_embeddings', 'twin_frame', 'load_twin_frame', 'one_thread', 'fine_tune', 'CheckpointError',
            'twin_config_hash', 'checkpoint_path', 'save_twin', 'read_twin_meta', 'load_twin', 'list_twins',
-           'retrain_all']
+           'retrain_all', 'TwinForecaster']
 
 # %% ../nbs/20_twin.ipynb #4b97375e
 REGIME_FEATURES = ("trend_tstat", "efficiency_ratio", "rsi_14", "vol_pct", "beta_60", "hurst_60")  # from stock_twins.regime.regime_inputs
@@ -67,16 +69,23 @@ class TwinSpec:
     opt_hidden: int = 64       # options encoder: 40 -> opt_hidden -> opt_dim
     opt_dim: int = 32
     dropout: float = 0.1       # in the correction layers, training only
+    lora: bool = True            # ablation switch: False drops the LoRA adapter (the embedding goes in unchanged)
+    regime_detector: bool = True # ablation switch: False drops the detector and the regime embeddings (no regime forecast)
+    stock_embedding: bool = True # ablation switch: False drops the learnable stock embedding
 
     def __post_init__(self):
         for k, v in asdict(self).items():
-            if k == "options": continue
+            if isinstance(v, bool): continue
             if k == "dropout":
                 if not 0 <= v < 1: raise ValueError(f"TwinSpec.dropout must be in [0, 1), not {v}")
             elif not v > 0: raise ValueError(f"TwinSpec.{k} must be positive, not {v}")
 
     @property
     def n_options(self) -> int: return len(OPTIONS_FEATURES)
+    @property
+    def ablated(self) -> tuple[str, ...]:
+        "Names of the parts switched off (empty for a full twin)."
+        return tuple(k for k in _ABLATIONS if not getattr(self, k))
 
     @classmethod
     def from_config(cls, cfg: Config, # uses sections `twins` and `foundation.embed_dim`
@@ -95,8 +104,11 @@ class TwinSpec:
 
     def to_dict(self) -> dict: return asdict(self)
     @classmethod
-    def from_dict(cls, d: Mapping) -> TwinSpec: return cls(**d)
+    def from_dict(cls, d: Mapping) -> TwinSpec:
+        "The spec of a checkpoint record (records written before the ablation switches existed get them on)."
+        return cls(**d)
 
+_ABLATIONS = ("lora", "regime_detector", "stock_embedding")
 _CORR_HIDDEN = {False: 144, True: 176}  # correction width by options flag (parameter budget of ARCHITECTURE.md)
 
 # %% ../nbs/20_twin.ipynb #4c9b2b02
@@ -143,12 +155,14 @@ class DigitalTwin(nn.Module):
         self.spec = s = spec
         E, R, O, n_reg = s.emb_dim, s.n_regime, s.opt_dim, len(REGIMES)
         extra = O if s.options else 0
-        self.lora = LoRAAdapter(E, s.lora_rank, s.lora_alpha)
+        self.lora = LoRAAdapter(E, s.lora_rank, s.lora_alpha) if s.lora else None
         self.options = OptionsEncoder(s.n_options, s.opt_hidden, O) if s.options else None
-        self.stock = nn.Parameter(torch.empty(s.stock_dim))
-        self.detector = nn.Sequential(nn.Linear(E + R + extra, s.detector_hidden), nn.GELU(), nn.Linear(s.detector_hidden, n_reg))
-        self.regime_emb = nn.Parameter(torch.empty(n_reg, s.regime_dim))
-        self.correction = nn.Sequential(nn.Linear(E + s.stock_dim + s.regime_dim + extra, s.corr_hidden), nn.GELU(),
+        self.stock = nn.Parameter(torch.empty(s.stock_dim)) if s.stock_embedding else None
+        self.detector = (nn.Sequential(nn.Linear(E + R + extra, s.detector_hidden), nn.GELU(), nn.Linear(s.detector_hidden, n_reg))
+                         if s.regime_detector else None)
+        self.regime_emb = nn.Parameter(torch.empty(n_reg, s.regime_dim)) if s.regime_detector else None
+        n_cor = E + s.stock_dim * s.stock_embedding + s.regime_dim * s.regime_detector + extra
+        self.correction = nn.Sequential(nn.Linear(n_cor, s.corr_hidden), nn.GELU(),
                                         nn.Dropout(s.dropout), nn.Linear(s.corr_hidden, s.hidden), nn.GELU())
         self.ret_head, self.hit_head, self.vol_head = nn.Linear(s.hidden, 1), nn.Linear(s.hidden, 1), nn.Linear(s.hidden, 1)
         self.q_head = nn.Linear(s.hidden, 3)
@@ -166,8 +180,9 @@ class DigitalTwin(nn.Module):
         "Fresh weights: LoRA up-projection and every head at zero (a neutral twin), embeddings N(0, 0.1)."
         for m in self.modules():
             if isinstance(m, nn.Linear): m.reset_parameters()
-        self.lora.reset_parameters()
-        nn.init.normal_(self.stock, std=0.1); nn.init.normal_(self.regime_emb, std=0.1)
+        if self.lora is not None: self.lora.reset_parameters()
+        if self.stock is not None: nn.init.normal_(self.stock, std=0.1)
+        if self.regime_emb is not None: nn.init.normal_(self.regime_emb, std=0.1)
         heads = [self.ret_head, self.hit_head, self.vol_head, self.q_head]
         if self.spec.options:
             heads += [self.gamma_head[-1], self.pcr_signal]
@@ -178,7 +193,9 @@ class DigitalTwin(nn.Module):
     def n_params(self) -> int: return sum(p.numel() for p in self.parameters())
 
     def __repr__(self):
-        return f"DigitalTwin({self.n_params:,} params, E={self.spec.emb_dim}, rank={self.spec.lora_rank}, options={self.spec.options})"
+        s = self.spec
+        off = f", without {'/'.join(s.ablated)}" if s.ablated else ""
+        return f"DigitalTwin({self.n_params:,} params, E={s.emb_dim}, rank={s.lora_rank}, options={s.options}{off})"
 
     @torch.no_grad()
     def set_scalers(self, reg_mean, reg_std, # [R] regime feature mean and std of the training window
@@ -206,16 +223,19 @@ class DigitalTwin(nn.Module):
         if not s.options and opt is not None:
             raise ValueError("options features were passed to a twin without an options branch (spec.options=False)")
         B = emb.shape[0]
-        z = self.lora(emb)                                                     # [B, E]
+        z = self.lora(emb) if s.lora else emb                                  # [B, E]
         r = torch.nan_to_num((reg - self.reg_mean) / self.reg_std, nan=0.0)    # [B, R]
-        det, cor = [z, r], [z, self.stock.expand(B, -1)]                       # stock: [B, S]
+        det, cor = [z, r], [z]
+        if s.stock_embedding: cor.append(self.stock.expand(B, -1))             # [B, S]
         if s.options:
             xo = torch.nan_to_num((opt - self.opt_mean) / self.opt_std, nan=0.0)  # [B, 40]
             o = self.options(xo)                                               # [B, O]
             det.append(o)
-        logits = self.detector(torch.cat(det, -1))                             # [B, 4]
+        if s.regime_detector:
+            logits = self.detector(torch.cat(det, -1))                         # [B, 4]
+            cor.append(logits.softmax(-1) @ self.regime_emb)                   # [B, Rd]
+        else: logits = emb.new_zeros(B, len(REGIMES))                          # [B, 4] no detector: no regime opinion (uniform)
         probs = logits.softmax(-1)
-        cor.append(probs @ self.regime_emb)                                    # [B, Rd]
         if s.options: cor.append(o)
         h = self.correction(torch.cat(cor, -1))                                # [B, H]
         ret = self.ret_head(h).squeeze(-1)                                     # [B], units of ret_scale
@@ -405,6 +425,7 @@ def fine_tune(ticker: str,          # the stock
                          f"labels known by the cutoff in the last {tc.window_months} months, need {max(needed, n_val + h + 2)}")
     tr, va = _tensors(rows.iloc[:n_tr], spec), _tensors(rows.iloc[n - n_val:], spec)
     seed = _ticker_seed(cfg.project.seed, ticker)
+    weights = {k: w for k, w in tc.loss_weights.items() if spec.regime_detector or k != "regime"}  # no detector: nothing to train
     with torch.random.fork_rng(devices=[]), one_thread():
         torch.manual_seed(seed)
         twin = DigitalTwin(spec)
@@ -416,7 +437,7 @@ def fine_tune(ticker: str,          # the stock
         gen = torch.Generator().manual_seed(seed)
         def val_loss():
             twin.eval()
-            with torch.no_grad(): return twin_loss(_forward(twin, va), va, tc.loss_weights)
+            with torch.no_grad(): return twin_loss(_forward(twin, va), va, weights)
         v0, _ = val_loss()
         best, best_epoch, best_state, bad, epoch = float(v0), 0, {k: v.clone() for k, v in twin.state_dict().items()}, 0, 0
         for epoch in range(1, tc.max_epochs + 1):
@@ -424,7 +445,7 @@ def fine_tune(ticker: str,          # the stock
             perm, tot = torch.randperm(n_tr, generator=gen), 0.0
             for i in range(0, n_tr, _BATCH):
                 b = {k: v[perm[i:i + _BATCH]] for k, v in tr.items()}
-                loss, _ = twin_loss(_forward(twin, b), b, tc.loss_weights)
+                loss, _ = twin_loss(_forward(twin, b), b, weights)
                 opt.zero_grad(set_to_none=True); loss.backward()
                 nn.utils.clip_grad_norm_(twin.parameters(), _CLIP); opt.step()
                 tot += float(loss.detach()) * len(b["y_ret"])
@@ -614,3 +635,118 @@ def retrain_all(cfg: Config,             # config: universe.pilot, twins.*, feat
         for r in tqdm(results, total=len(jobs), desc=f"twins {cutoff:%Y-%m-%d}", disable=not progress):
             rows[r["ticker"]] = r
     return pd.DataFrame([rows[t] for t in tickers], columns=_SUMMARY)
+
+# %% ../nbs/20_twin.ipynb #c1a7fbdf
+TWIN_VARIANTS = {"twin": {}, "twin_no_lora": dict(lora=False), "twin_no_regime": dict(regime_detector=False),
+                 "twin_no_stock": dict(stock_embedding=False)}   # harness name -> TwinSpec switches
+_NO_REGIME_OUTPUTS = ("exp_return", "hit_prob", "vol", "q10", "q50", "q90")
+
+def _fit_one(ticker: str, rows: pd.DataFrame, spec: TwinSpec, cfg: Config, cutoff: pd.Timestamp) -> tuple:
+    "(ticker, twin or None, record): too little history is a record, any other error is raised."
+    t0 = time.perf_counter()
+    try: twin, m = fine_tune(ticker, rows, spec, cfg, cutoff)
+    except ValueError as e:
+        if "too little history" not in str(e): raise
+        return ticker, None, dict(status="failed", reason=str(e), seconds=time.perf_counter() - t0)
+    return ticker, twin, dict(status="trained", reason="", n_train=m["n_train"], epochs=m["epochs"], best_epoch=m["best_epoch"],
+                              val_loss_init=m["val_loss_init"], val_loss=m["val_loss"], seconds=time.perf_counter() - t0)
+
+def _fit_worker(*args) -> tuple:
+    "`_fit_one` in a worker process, on one thread."
+    torch.set_num_threads(1)
+    return _fit_one(*args)
+
+class TwinForecaster(Forecaster):
+    "Digital twins on a shared, frozen foundation as a walk-forward model: `fit` fine-tunes one twin per stock at the split's end."
+    needs_regimes = False   # regime targets come from the prices (twin_frame), never from the harness's labels
+    def __init__(self, foundation,               # a FoundationForecaster (shared: trained once, embeddings cached by date)
+                 name: str = "twin",             # the model's name in the harness
+                 n_jobs: int | None = None,      # fine-tuning processes; None: twins.n_jobs
+                 cfg: Config | None = None,      # twins.*, features.horizon, regime thresholds, project.seed; None: the foundation's
+                 history_days: int = 420,        # calendar days of prices before a window, for the trailing regime features
+                 cache: dict | None = None,      # inputs by window, shared by the variants of one foundation (`variants` does)
+                 **switches,                     # TwinSpec fields over TwinSpec.from_config, e.g. lora=False
+                ):
+        self.foundation, self.name, self.cfg = foundation, name, cfg or foundation.cfg
+        self._cache = {} if cache is None else cache
+        self.n_jobs = self.cfg.twins.n_jobs if n_jobs is None else int(n_jobs)
+        self.history_days, self.switches = history_days, dict(switches)
+        spec = TwinSpec.from_config(self.cfg, **self.switches)                 # a bad switch fails here, not at the first split
+        self.outputs = VALUE_COLUMNS if spec.regime_detector else _NO_REGIME_OUTPUTS
+        self.twins_: dict[str, DigitalTwin] = {}
+        self.log_: list[dict] = []
+
+    @classmethod
+    def variants(cls, foundation, names: Sequence[str] = tuple(TWIN_VARIANTS), **kw) -> list[TwinForecaster]:
+        "The full twin and its ablations (`TWIN_VARIANTS` names), all on `foundation`, sharing their inputs."
+        bad = [n for n in names if n not in TWIN_VARIANTS]
+        if bad: raise KeyError(f"unknown twin variants {bad}; known: {list(TWIN_VARIANTS)}")
+        cache = {}
+        return [cls(foundation, name=n, cache=cache, **{**TWIN_VARIANTS[n], **kw}) for n in names]
+
+    def __repr__(self):
+        return f"TwinForecaster(name={self.name!r}, switches={self.switches}, {len(self.twins_)} twins fitted)"
+
+    def _market(self, lo, hi) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        "Prices and index from `history_days` before `lo` to `hi`; nothing after `hi`."
+        a, hi = pd.Timestamp(lo) - pd.Timedelta(days=self.history_days), pd.Timestamp(hi)
+        cut = lambda d: None if d is None else d[(d["date"] >= a) & (d["date"] <= hi)].reset_index(drop=True)
+        return cut(self.foundation.prices), cut(self.foundation.index)
+
+    def _embeddings(self, panel: Panel) -> pd.DataFrame:
+        "date, ticker, e0.. of the panel's rows (null where the foundation has no embedding)."
+        return self.foundation.outputs_on(panel)[["date", "ticker", *emb_columns(self.spec_.emb_dim)]]
+
+    def fit(self, train: Panel) -> TwinForecaster:
+        f = self.foundation
+        if f.model is None or not getattr(f, "refit", False) or pd.Timestamp(f.model.meta["train_end"]) != train.end:
+            f.fit(train)                        # trains the shared foundation once; later calls only check for lookahead
+        self.spec_ = TwinSpec.from_config(self.cfg, emb_dim=f.model.spec.embed_dim, **self.switches)
+        cutoff = pd.Timestamp(train.end)
+        lo = cutoff - pd.DateOffset(months=self.cfg.twins.window_months)
+        win = Panel(train.features, max(lo, train.start), cutoff)
+        key = ("frame", cutoff, self.spec_.emb_dim)
+        if key not in self._cache: self._cache[key] = twin_frame(self._embeddings(win).dropna(), *self._market(lo, cutoff), self.cfg)
+        data = self._cache[key]
+        tickers = sorted(win.rows()["ticker"].unique())
+        jobs = [(t, data[data["ticker"] == t].reset_index(drop=True), self.spec_, self.cfg, cutoff) for t in tickers]
+        if self.n_jobs == 1 or len(jobs) <= 1: results = [_fit_one(*j) for j in jobs]
+        else:
+            from joblib import Parallel, delayed
+            results = Parallel(n_jobs=self.n_jobs)(delayed(_fit_worker)(*j) for j in jobs)
+        self.twins_ = {t: tw for t, tw, _ in results if tw is not None}
+        self.log_ += [dict(model=self.name, cutoff=cutoff, ticker=t, **r) for t, _, r in results]
+        failed = [t for t, tw, _ in results if tw is None]
+        if failed: warnings.warn(f"{self.name}: no twin for {failed} at cutoff {cutoff:%Y-%m-%d} (too little history); "
+                                 "their forecasts are null until a later split")
+        return self
+
+    def predict(self, test: Panel) -> pd.DataFrame:
+        if not hasattr(self, "spec_"): raise RuntimeError(f"{self.name}: fit first")
+        rows = test.rows()[["date", "ticker"]]
+        key = ("regime", test.start, test.end)
+        if key not in self._cache:
+            self._cache[key] = regime_inputs(*self._market(test.start, test.end), self.cfg)[["date", "ticker", *REGIME_FEATURES]]
+        reg = self._cache[key]
+        x = rows.merge(self._embeddings(test), on=["date", "ticker"], how="left").merge(reg, on=["date", "ticker"], how="left")
+        E, R = x[emb_columns(self.spec_.emb_dim)].to_numpy(np.float32), x[list(REGIME_FEATURES)].to_numpy(np.float32)
+        vals = {c: np.full(len(x), np.nan) for c in self.outputs}
+        for t, idx in x.groupby("ticker", sort=False).indices.items():
+            twin = self.twins_.get(t)
+            idx = idx[np.isfinite(E[idx]).all(1)]
+            if twin is None or len(idx) == 0: continue
+            with torch.inference_mode(), one_thread(): o = twin(torch.as_tensor(E[idx]), torch.as_tensor(R[idx]))   # [n, ...]
+            q = o["quantiles"].double().numpy()
+            for c, v in dict(exp_return=o["exp_return"], hit_prob=o["hit_prob"], vol=o["vol"]).items(): vals[c][idx] = v.double().numpy()
+            vals["q10"][idx], vals["q50"][idx], vals["q90"][idx] = q[:, 0], q[:, 1], q[:, 2]
+            if self.spec_.regime_detector:
+                p = o["regime_probs"].double().numpy()
+                p /= p.sum(1, keepdims=True)
+                vals["regime"][idx] = p.argmax(1)
+                for j, c in enumerate(PROB_COLUMNS): vals[c][idx] = p[:, j]
+        return prediction_frame(x, self.name, **vals)
+
+    def fit_log(self) -> pd.DataFrame:
+        "One row per fine-tune so far: model, cutoff, ticker, status, reason, n_train, epochs, best_epoch, val losses, seconds."
+        cols = ["model", "cutoff", "ticker", "status", "reason", "n_train", "epochs", "best_epoch", "val_loss_init", "val_loss", "seconds"]
+        return pd.DataFrame(self.log_, columns=cols)

@@ -210,3 +210,107 @@ def test_ray_address_without_ray(store, cfg, market):
     c = cfg.replace(twins={"ray_address": "auto"})
     _fail(lambda: retrain_all(c, store, _cut(market, 385), tickers=["S0001"], resume=False, foundation_hash=FH, progress=False),
           exc=ImportError, contains="pip install -e '.[ray]'")
+
+
+# --- ablations and the harness model ---------------------------------------------------------------------------------
+
+ABLATIONS = ("lora", "regime_detector", "stock_embedding")
+
+
+def test_ablations_drop_parameters_and_keep_defaults():
+    c = Config()
+    full = DigitalTwin(TwinSpec.from_config(c))
+    _eq((full.n_params, DigitalTwin(TwinSpec.from_config(c.replace(twins={"options": True}))).n_params), (50_810, 74_590))
+    emb, reg = torch.randn(4, 128), torch.randn(4, 6)
+    for k in ABLATIONS:
+        t = DigitalTwin(TwinSpec.from_config(c, **{k: False})).eval()
+        assert t.n_params < full.n_params, k
+        out = t(emb, reg)
+        assert all(torch.isfinite(v).all() for v in out.values()), k
+        assert torch.equal(out["adapted"], emb), k           # untrained: pass-through, with or without the adapter
+    no_lora = DigitalTwin(TwinSpec.from_config(c, lora=False))
+    assert no_lora.lora is None and not any(n.startswith("lora.") for n, _ in no_lora.named_parameters())
+    no_reg = DigitalTwin(TwinSpec.from_config(c, regime_detector=False)).eval()
+    torch.testing.assert_close(no_reg(emb, reg)["regime_probs"], torch.full((4, 4), 0.25))
+    torch.testing.assert_close(no_reg(emb, reg)["exp_return"], no_reg(emb, torch.randn(4, 6))["exp_return"])  # regime features unused
+
+
+def test_ablated_checkpoints_roundtrip_and_old_records_load_as_full(frame, cfg, market, tmp_path):
+    cut, cfg = _cut(market), cfg.replace(twins={"max_epochs": 5})
+    for k in ABLATIONS:
+        spec = TwinSpec.from_config(cfg, **{k: False})
+        twin, met = fine_tune("S0001", frame, spec, cfg, cut)
+        p = save_twin(twin, tmp_path / k, "S0001", cut, "x" * 64, FH, met)
+        back, meta = load_twin(p)
+        _eq((back.spec, meta["spec"][k]), (spec, False))
+        e, r = torch.randn(3, 8), torch.randn(3, 6)
+        torch.testing.assert_close(back(e, r)["exp_return"], twin(e, r)["exp_return"])
+    # a record written before the switches existed: its spec has none of them, and it loads as a full twin
+    twin, met = fine_tune("S0002", frame, TwinSpec.from_config(cfg), cfg, cut)
+    p = save_twin(twin, tmp_path / "old", "S0002", cut, "x" * 64, FH, met)
+    j = p.with_suffix(".json")
+    m = json.loads(j.read_text())
+    for k in ABLATIONS: del m["spec"][k]
+    j.write_text(json.dumps(m))
+    back, _ = load_twin(p)
+    _eq(back.spec, twin.spec)
+
+
+class _SyntheticFoundation:
+    "Stand-in for FoundationForecaster: SYNTHETIC embeddings behind the interface TwinForecaster uses."
+    refit = False
+
+    def __init__(self, prices, index, cfg):
+        from types import SimpleNamespace
+        self.prices, self.index, self.cfg, self.fits = prices, index, cfg, 0
+        self.emb = synthetic_embeddings(prices, index, dim=8)
+        self.model, self._ns = None, SimpleNamespace
+
+    def fit(self, train):
+        if self.model is None:
+            self.fits += 1
+            self.model = self._ns(spec=self._ns(embed_dim=8), meta={"train_end": f"{train.end:%Y-%m-%d}"})
+        return self
+
+    def outputs_on(self, panel):
+        return panel.rows()[["date", "ticker"]].merge(self.emb, on=["date", "ticker"], how="left")
+
+
+def test_twin_forecaster_through_the_harness(market, cfg):
+    from stock_twins.evaluation import PROB_COLUMNS, VALUE_COLUMNS, walk_forward, walk_forward_splits
+    from stock_twins.features import compute_features, compute_labels
+    from stock_twins.twin import TwinForecaster
+    d = market.prices.date.unique()
+    prices = market.prices[(market.prices.ticker != "S0004") | (market.prices.date >= d[300])].reset_index(drop=True)  # S0004: late
+    c = cfg.replace(twins={"max_epochs": 8})
+    fnd = _SyntheticFoundation(prices, market.index, c)
+    models = TwinForecaster.variants(fnd, ["twin", "twin_no_regime"], n_jobs=1)
+    split = walk_forward_splits(d, d[360], d[-1], "monthly", 5, 5)[:1]
+    with pytest.warns(UserWarning, match=r"no twin for \['S0004'\].*too little history"):
+        wf = walk_forward(models, compute_features(prices, market.index), compute_labels(prices, 5), split, horizon=5, progress=False)
+    _eq(fnd.fits, 1)
+    tw = wf[wf.model == "twin"]
+    late = tw.ticker == "S0004"
+    assert late.any() and tw.loc[late, list(VALUE_COLUMNS)].isna().all().all()
+    assert tw.loc[~late, list(VALUE_COLUMNS)].notna().all().all()
+    assert wf.loc[wf.model == "twin_no_regime", ["regime", *PROB_COLUMNS]].isna().all().all()
+    assert wf.loc[wf.model == "twin_no_regime", "exp_return"].notna().any()
+    assert (tw.loc[~late, "q10"] <= tw.loc[~late, "q90"]).all() and (tw.loc[~late, "vol"] > 0).all()
+    log = models[0].fit_log()
+    _eq(sorted(log.status), ["failed", "trained", "trained", "trained"])
+    # the same fine-tunes in two worker processes give the same twins (seeded per ticker)
+    par = TwinForecaster(_SyntheticFoundation(prices, market.index, c), n_jobs=2)
+    with pytest.warns(UserWarning, match="S0004"):
+        par.fit(_train_panel(prices, market.index, split[0].train_end))
+    _eq(sorted(par.twins_), ["S0001", "S0002", "S0003"])
+    for t, twin in par.twins_.items():
+        for (k, v), w in zip(twin.state_dict().items(), models[0].twins_[t].state_dict().values()):
+            torch.testing.assert_close(v, w, atol=1e-5, rtol=1e-4, msg=f"{t} {k}")
+
+
+def _train_panel(prices, index, end):
+    from stock_twins.evaluation import Panel
+    from stock_twins.features import compute_features
+    f = compute_features(prices, index)
+    f = f[f.date <= end]
+    return Panel(f, f.date.min(), end)
