@@ -135,16 +135,26 @@ def cmd_graph(args) -> int:
 
 def pd_str(d) -> str: return str(d)[:10]
 
-def cmd_retrain(args) -> int:
-    "Weekly retraining: embed up to the cutoff with the frozen foundation, then fine-tune every pilot twin (resumable)."
-    from stock_twins.pipeline import _say, ensure_embeddings, ensure_twins, latest_foundation, smoke_config, stored_prices
+def _frozen_setup(args, when):
+    "Config (smoke applied), store, the date `when` (default: the latest price) and the newest (or named) main-job foundation."
+    import pandas as pd
+    from stock_twins.pipeline import latest_foundation, smoke_config, stored_prices
     from stock_twins.store import Store
     cfg = _cfg(args)
     if args.smoke: cfg = smoke_config(cfg)
-    with Store.from_config(cfg) as st:
+    st = Store.from_config(cfg)
+    try:
         prices, _ = stored_prices(st, cfg)
-        cutoff = prices["date"].max() if args.cutoff is None else __import__("pandas").Timestamp(args.cutoff)
+        date = prices["date"].max() if when is None else pd.Timestamp(when)
         model, path = latest_foundation(cfg, args.foundation)
+    except BaseException: st.close(); raise
+    return cfg, st, date, model, path
+
+def cmd_retrain(args) -> int:
+    "Weekly retraining: embed up to the cutoff with the frozen foundation, then fine-tune every pilot twin (resumable)."
+    from stock_twins.pipeline import ensure_embeddings, ensure_twins
+    cfg, st, cutoff, model, path = _frozen_setup(args, args.cutoff)
+    with st:
         fh = model.meta["weights_sha256"]
         done = _step(f"embeddings up to {pd_str(cutoff)} with the frozen foundation {path.name}")
         new, old = ensure_embeddings(cfg, st, model, end=cutoff); done(f"{new} dates embedded, {old} reused")
@@ -158,22 +168,16 @@ def cmd_retrain(args) -> int:
 
 def cmd_predict(args) -> int:
     "Ranked forecasts for a date (default: the latest) from the twins and the fallback."
-    import pandas as pd
-    from stock_twins.pipeline import ensure_embeddings, ensure_fallback, format_ranked, latest_foundation, predict_ranked, save_predictions, smoke_config, stored_prices
-    from stock_twins.store import Store
-    cfg = _cfg(args)
-    if args.smoke: cfg = smoke_config(cfg)
-    with Store.from_config(cfg) as st:
-        prices, _ = stored_prices(st, cfg)
-        date = prices["date"].max() if args.date is None else pd.Timestamp(args.date)
-        model, path = latest_foundation(cfg, args.foundation)
+    from stock_twins.pipeline import ensure_embeddings, ensure_fallback, format_ranked, predict_ranked, save_predictions
+    cfg, st, date, model, path = _frozen_setup(args, args.date)
+    with st:
         ensure_embeddings(cfg, st, model, end=date, days=1, progress=False)
         done = _step("LightGBM fallback for stocks without a twin")
         fb, fdir, reused = ensure_fallback(cfg, st, date); done(f"{'reused' if reused else 'trained'} {fdir}")
         ranked = predict_ranked(cfg, st, model.meta["weights_sha256"], fb, date, _tickers(args.tickers))
-        csv = save_predictions(st, ranked, cfg.main.out_dir)
         print(f"ranked forecasts for the 5 trading days after {pd_str(date)} (foundation {path.name}):\n" + format_ranked(ranked))
-        print(f"written: {csv} and table predictions of {st.path}")
+        if args.tickers: print("not stored: a ranking of some stocks only (run without --tickers to store the whole day's table)")
+        else: print(f"written: {save_predictions(st, ranked, cfg.main.out_dir)} and table predictions of {st.path}")
     return 0
 
 # %% ../nbs/80_cli.ipynb #2d32dacb
@@ -220,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_retrain)
     s = sub.add_parser("predict", help="ranked forecasts for a date from the twins and the fallback")
     s.add_argument("--date", default=None, help="forecast origin (default: the latest price)")
-    s.add_argument("--tickers", default=None, help="comma-separated tickers (default: every stock that traded that day)")
+    s.add_argument("--tickers", default=None, help="comma-separated tickers, printed only (default: every stock that traded that day, stored)")
     s.add_argument("--foundation", default=None, help="foundation checkpoint (default: the newest main-job one)")
     s.add_argument("--smoke", action="store_true", help="the settings of `main --smoke`")
     s.set_defaults(fn=cmd_predict)
