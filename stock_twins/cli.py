@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ingest_sample', 'build_features', 'store_summary', 'cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate',
-           'cmd_pretrain', 'cmd_main', 'cmd_graph', 'pd_str', 'cmd_retrain', 'cmd_predict', 'build_parser', 'main']
+           'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain', 'cmd_predict', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -129,11 +129,11 @@ def cmd_graph(args) -> int:
         g = DuckDBGraphStore(st)
         last = g.dates()[-1]
         peers = g.peers(args.peers_of.upper(), last) if args.peers_of else None
-        print(f"latest graph {pd_str(last)}: {len(g.read(last)):,} edges")
+        print(f"latest graph {_day(last)}: {len(g.read(last)):,} edges")
         if peers is not None: print(f"strongest peers of {args.peers_of}:\n{peers.to_string(index=False)}")
     return 0
 
-def pd_str(d) -> str: return str(d)[:10]
+def _day(d) -> str: return str(d)[:10]
 
 def _frozen_setup(args, when):
     "Config (smoke applied), store, the date `when` (default: the latest price) and the newest (or named) main-job foundation."
@@ -156,9 +156,9 @@ def cmd_retrain(args) -> int:
     cfg, st, cutoff, model, path = _frozen_setup(args, args.cutoff)
     with st:
         fh = model.meta["weights_sha256"]
-        done = _step(f"embeddings up to {pd_str(cutoff)} with the frozen foundation {path.name}")
+        done = _step(f"embeddings up to {_day(cutoff)} with the frozen foundation {path.name}")
         new, old = ensure_embeddings(cfg, st, model, end=cutoff); done(f"{new} dates embedded, {old} reused")
-        done = _step(f"fine-tune the pilot twins at cutoff {pd_str(cutoff)}")
+        done = _step(f"fine-tune the pilot twins at cutoff {_day(cutoff)}")
         s = ensure_twins(cfg, st, cutoff, fh, tickers=_tickers(args.tickers), n_jobs=args.n_jobs, resume=not args.no_resume)
         done(", ".join(f"{v} {k}" for k, v in s["status"].value_counts().items()))
         cols = [c for c in ("ticker", "status", "epochs", "best_epoch", "val_loss_init", "val_loss", "seconds", "reason") if c in s]
@@ -175,7 +175,7 @@ def cmd_predict(args) -> int:
         done = _step("LightGBM fallback for stocks without a twin")
         fb, fdir, reused = ensure_fallback(cfg, st, date); done(f"{'reused' if reused else 'trained'} {fdir}")
         ranked = predict_ranked(cfg, st, model.meta["weights_sha256"], fb, date, _tickers(args.tickers))
-        print(f"ranked forecasts for the 5 trading days after {pd_str(date)} (foundation {path.name}):\n" + format_ranked(ranked))
+        print(f"ranked forecasts for the 5 trading days after {_day(date)} (foundation {path.name}):\n" + format_ranked(ranked))
         if args.tickers: print("not stored: a ranking of some stocks only (run without --tickers to store the whole day's table)")
         else: print(f"written: {save_predictions(st, ranked, cfg.main.out_dir)} and table predictions of {st.path}")
     return 0

@@ -17,8 +17,8 @@ from .config import Config
 from .data import check_tickers
 from .evaluation import PRED_COLUMNS, PROB_COLUMNS, prediction_frame, validate_predictions
 from .store import Store
-from .twin import (OPTIONS_FEATURES, REGIME_FEATURES, DigitalTwin, TwinSpec, emb_columns, list_twins, load_twin,
-                              load_twin_frame, one_thread, retrain_all, twin_config_hash)
+from .twin import (OPTIONS_FEATURES, REGIME_FEATURES, DigitalTwin, TwinSpec, emb_columns, forecast_values, list_twins,
+                              load_twin, load_twin_frame, one_thread, retrain_all, twin_config_hash)
 
 # %% auto #0
 __all__ = ['TwinStack', 'loop_forward', 'Fallback', 'TwinManager']
@@ -190,10 +190,4 @@ class TwinManager:
             if bad: raise ValueError(f"no options features on {date:%Y-%m-%d} for {bad}, which have options twins")
             opt = f(OPTIONS_FEATURES)
         with one_thread(): out = self._stack(paths)(f(emb_columns(s.emb_dim)), f(REGIME_FEATURES), opt)  # tiny ops: threads only cost
-        pr = out["regime_probs"].double().numpy()
-        pr = pr / pr.sum(1, keepdims=True)
-        q = out["quantiles"].double().numpy()
-        vals = dict(exp_return=out["exp_return"].double().numpy(), hit_prob=out["hit_prob"].double().numpy(),
-                    vol=out["vol"].double().numpy(), q10=q[:, 0], q50=q[:, 1], q90=q[:, 2], regime=pr.argmax(1).astype(float),
-                    **{c: pr[:, i] for i, c in enumerate(PROB_COLUMNS)})
-        return prediction_frame(pd.DataFrame({"date": date, "ticker": tickers}), self.name, **vals)
+        return prediction_frame(pd.DataFrame({"date": date, "ticker": tickers}), self.name, **forecast_values(out, s))

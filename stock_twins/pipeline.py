@@ -256,12 +256,11 @@ def run_main(cfg: Config | None = None,  # config; None loads it
         if ingest:
             done = _say(f"ingest the bundled real sample into {store.path}", progress)
             n = ingest_sample(store, cfg); done(f"{n:,} price rows (idempotent)")
-        stored_prices(store, cfg)                                           # a clear error when the store has no prices
+        prices, _ = stored_prices(store, cfg)                               # a clear error when the store has no prices
         done = _say("point-in-time features and 5-day labels", progress)
         n, fresh = build_features(store, cfg, force); done(f"{n:,} rows {'written' if fresh else 'reused'}")
         done = _say("correlation graphs (DuckDB graph store)", progress)
         n, total = ensure_graphs_in_store(cfg, store); done(f"{n} written, {total} stored")
-        prices, _ = stored_prices(store, cfg)
         cutoff = pd.Timestamp(prices["date"].max())
         m = cfg.main
         done = _say(f"foundation ({'tiny' if m.tiny else f'hidden {m.hidden}'}, {m.epochs} epochs on labels from the last "

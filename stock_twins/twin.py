@@ -33,7 +33,7 @@ __all__ = ['REGIME_FEATURES', 'OPTIONS_FEATURES', 'PCR_GATE_FEATURES', 'TARGETS'
            'emb_columns', 'TwinSpec', 'LoRAAdapter', 'OptionsEncoder', 'DigitalTwin', 'pinball', 'qlike', 'twin_loss',
            'synthetic_embeddings', 'twin_frame', 'load_twin_frame', 'one_thread', 'fine_tune', 'CheckpointError',
            'twin_config_hash', 'checkpoint_path', 'save_twin', 'read_twin_meta', 'load_twin', 'list_twins',
-           'retrain_all', 'TwinForecaster']
+           'retrain_all', 'forecast_values', 'TwinForecaster']
 
 # %% ../nbs/20_twin.ipynb #4b97375e
 REGIME_FEATURES = ("trend_tstat", "efficiency_ratio", "rsi_14", "vol_pct", "beta_60", "hurst_60")  # from stock_twins.regime.regime_inputs
@@ -656,6 +656,19 @@ def _fit_worker(*args) -> tuple:
     torch.set_num_threads(1)
     return _fit_one(*args)
 
+def forecast_values(out: Mapping[str, Tensor], # `DigitalTwin` outputs for B rows
+                    spec: TwinSpec,            # the twin's spec (regime columns only with a regime detector)
+                   ) -> dict[str, np.ndarray]:
+    "The prediction schema's value columns ([B] arrays) from a twin's outputs; the regime is the most probable one."
+    q = out["quantiles"].double().numpy()
+    vals = dict(exp_return=out["exp_return"].double().numpy(), hit_prob=out["hit_prob"].double().numpy(),
+                vol=out["vol"].double().numpy(), q10=q[:, 0], q50=q[:, 1], q90=q[:, 2])
+    if spec.regime_detector:
+        p = out["regime_probs"].double().numpy()
+        p = p / p.sum(1, keepdims=True)
+        vals.update(regime=p.argmax(1).astype(float), **{c: p[:, j] for j, c in enumerate(PROB_COLUMNS)})
+    return vals
+
 class TwinForecaster(Forecaster):
     "Digital twins on a shared, frozen foundation as a walk-forward model: `fit` fine-tunes one twin per stock at the split's end."
     needs_regimes = False   # regime targets come from the prices (twin_frame), never from the harness's labels
@@ -736,14 +749,7 @@ class TwinForecaster(Forecaster):
             idx = idx[np.isfinite(E[idx]).all(1)]
             if twin is None or len(idx) == 0: continue
             with torch.inference_mode(), one_thread(): o = twin(torch.as_tensor(E[idx]), torch.as_tensor(R[idx]))   # [n, ...]
-            q = o["quantiles"].double().numpy()
-            for c, v in dict(exp_return=o["exp_return"], hit_prob=o["hit_prob"], vol=o["vol"]).items(): vals[c][idx] = v.double().numpy()
-            vals["q10"][idx], vals["q50"][idx], vals["q90"][idx] = q[:, 0], q[:, 1], q[:, 2]
-            if self.spec_.regime_detector:
-                p = o["regime_probs"].double().numpy()
-                p /= p.sum(1, keepdims=True)
-                vals["regime"][idx] = p.argmax(1)
-                for j, c in enumerate(PROB_COLUMNS): vals[c][idx] = p[:, j]
+            for c, v in forecast_values(o, self.spec_).items(): vals[c][idx] = v
         return prediction_frame(x, self.name, **vals)
 
     def fit_log(self) -> pd.DataFrame:
