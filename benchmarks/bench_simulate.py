@@ -24,6 +24,7 @@ def _best(f, n: int = 3) -> tuple[float, object]:
 
 
 def main(n_stocks: int = 500, n_days: int = 756):
+    from stock_twins.data import ingest_prices
     from stock_twins.config import Config
     from stock_twins.data import validate_prices
     from stock_twins.simulate import simulate_market
@@ -42,9 +43,9 @@ def main(n_stocks: int = 500, n_days: int = 756):
     print(f"validate_prices: best of 3 {t_val:.2f} s")
     cfg = m.config(Config())
     def load():
-        with Store(":memory:") as st: return st.ingest_prices(m.prices, "sim", cfg=cfg)
+        with Store(":memory:") as st: return ingest_prices(st, m.prices, "sim", cfg=cfg)
     t_st, n = _best(load)
-    print(f"Store(':memory:').ingest_prices: best of 3 {t_st:.2f} s for {n:,} rows; peak RSS {_rss_mib():.0f} MiB")
+    print(f"ingest_prices(Store(':memory:')): best of 3 {t_st:.2f} s for {n:,} rows; peak RSS {_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

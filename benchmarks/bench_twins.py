@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stock_twins.data import ingest_prices
+
 from stock_twins.config import Config
 from stock_twins.manager import TwinManager, TwinStack, loop_forward
 from stock_twins.simulate import simulate_market
@@ -108,8 +110,8 @@ def _market_store(n_stocks: int, n_days: int, dim: int = 128, seed: int = 0):
     m = simulate_market(n_stocks, n_days, n_sectors=min(11, n_stocks), seed=seed)
     st = Store()
     cfg = m.config(Config())
-    st.ingest_prices(m.prices, "sim", cfg=cfg)
-    st.ingest_prices(m.index, "sim", table="index_prices")
+    ingest_prices(st, m.prices, "sim", cfg=cfg)
+    ingest_prices(st, m.index, "sim", table="index_prices")
     st.upsert("embeddings", synthetic_embeddings(m.prices, m.index, dim=dim))
     return m, st, cfg
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from .config import Config, REGIMES, load_config
-from .evaluation import PROB_COLUMNS, Forecaster, Panel, prediction_frame
+from .schema import PROB_COLUMNS, Forecaster, Panel, prediction_frame
 
 # %% auto #0
 __all__ = ['LGBM_PARAMS', 'BASELINES', 'AlwaysUp', 'Momentum', 'Reversal', 'lgbm', 'training_xy', 'LGBMReturn', 'RidgePerStock',

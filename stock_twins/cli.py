@@ -26,10 +26,10 @@ def _step(msg: str):
 
 def ingest_sample(store, cfg) -> int:
     "Load the bundled real sample (stocks and index) into `store`; idempotent. Returns stock rows."
-    from stock_twins.data import load_sample, load_sample_index
+    from stock_twins.data import ingest_prices, load_sample, load_sample_index
     with store.transaction():
-        n = store.ingest_prices(load_sample(cfg), "bundled sample (skfolio sp500_dataset)", cfg=cfg)
-        store.ingest_prices(load_sample_index(cfg), "bundled sample (skfolio sp500_index)", table="index_prices")
+        n = ingest_prices(store, load_sample(cfg), "bundled sample (skfolio sp500_dataset)", cfg=cfg)
+        ingest_prices(store, load_sample_index(cfg), "bundled sample (skfolio sp500_index)", table="index_prices")
     return n
 
 def _index_of(store, cfg):
@@ -64,12 +64,12 @@ def store_summary(store) -> str:
 
 # %% ../nbs/80_cli.ipynb #27c0ccae
 def cmd_ingest(args) -> int:
-    from stock_twins.data import read_prices
+    from stock_twins.data import ingest_prices, read_prices
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
         done = _step(f"ingest {args.source or 'the bundled sample'} into {st.path}")
-        if args.source: n = st.ingest_prices(read_prices(args.source, args.layout, args.value), str(args.source), cfg=cfg)
+        if args.source: n = ingest_prices(st, read_prices(args.source, args.layout, args.value), str(args.source), cfg=cfg)
         else: n = ingest_sample(st, cfg)
         done(f"{n:,} rows")
         print(store_summary(st))
@@ -181,6 +181,22 @@ def cmd_predict(args) -> int:
     return 0
 
 # %% ../nbs/80_cli.ipynb #2d32dacb
+def _add_options(sub):
+    "Subcommands of the options layer (`40_options`): none yet."
+
+# %% ../nbs/80_cli.ipynb #6de6b740
+def _add_portfolio(sub):
+    "Subcommands of the portfolio layer (`50_portfolio`): none yet."
+
+# %% ../nbs/80_cli.ipynb #e6f1766a
+def _add_agents(sub):
+    "Subcommands of the agents layer (`60_agents`): none yet."
+
+# %% ../nbs/80_cli.ipynb #9fbae3be
+def _add_serve(sub):
+    "Subcommands of the serving layer (API, Feast, schedule): none yet."
+
+# %% ../nbs/80_cli.ipynb #58812e57
 def build_parser() -> argparse.ArgumentParser:
     "The `stock-twins` argument parser."
     p = argparse.ArgumentParser(prog="stock-twins", description="Per-stock digital twins on a shared foundation model.")
@@ -230,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_predict)
     s = sub.add_parser("info", help="summarise what the store holds")
     s.set_defaults(fn=cmd_info)
+    for add in (_add_options, _add_portfolio, _add_agents, _add_serve): add(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:

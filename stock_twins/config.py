@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 # %% auto #0
 __all__ = ['REGIMES', 'ProjectConfig', 'DataConfig', 'UniverseConfig', 'FeaturesConfig', 'GraphConfig', 'FoundationConfig',
-           'TwinConfig', 'RegimeConfig', 'EvaluationConfig', 'MainConfig', 'Config', 'find_config_file', 'load_config',
-           'save_config', 'example_config_text', 'write_example_config']
+           'TwinConfig', 'RegimeConfig', 'EvaluationConfig', 'MainConfig', 'OptionsConfig', 'PortfolioConfig',
+           'AgentsConfig', 'ServeConfig', 'Config', 'find_config_file', 'load_config', 'save_config',
+           'example_config_text', 'write_example_config']
 
 # %% ../nbs/00_config.ipynb #8eaea1aa
 REGIMES = ("Trending", "MeanReverting", "Choppy", "Volatile")  # regime codes 0..3 everywhere in stock_twins
@@ -46,6 +47,7 @@ class DataConfig(_Section):
     store: str = Field("data/stock_twins.duckdb", description="DuckDB file of the project store (':memory:' for a throwaway one).")
     sample_dir: str | None = Field(None, description="Folder of the bundled real sample; None finds `data_samples/` beside the package.")
     index_ticker: str = Field("SP500", description="Name under which the market index is stored.")
+    checkpoint_dir: str = Field("data/checkpoints", description="Root of every trained artefact: <checkpoint_dir>/<kind>/<subject>/<cutoff>_<hash>.")
 
 class UniverseConfig(_Section):
     "Which stocks exist, their sectors, and which ones get a digital twin."
@@ -154,6 +156,28 @@ class MainConfig(_Section):
     fallback_rounds: int = Field(200, ge=1, description="Boosting rounds per fallback head.")
     out_dir: str = Field("reports/main", description="Where the ranked prediction table is written as CSV (it is also stored in the `predictions` table).")
 
+# %% ../nbs/00_config.ipynb #0bc9765f
+class OptionsConfig(_Section):
+    "Options chains and their point-in-time features (`40_options`)."
+    risk_free_rate: float = Field(0.04, ge=-0.05, le=0.5, description="Flat continuously compounded risk-free rate for Black-Scholes-Merton when no curve is given.")
+
+# %% ../nbs/00_config.ipynb #26b1749e
+class PortfolioConfig(_Section):
+    "Allocation rules, constraints, costs, the RL agent and paper trading (`50_portfolio`)."
+    cost_bps: float = Field(5.0, ge=0, description="Transaction cost in basis points of traded notional, per side.")
+
+# %% ../nbs/00_config.ipynb #207ad067
+class AgentsConfig(_Section):
+    "Text features, the PolicyAgent's rules and explanations (`60_agents`)."
+    text_cutoff: str = Field("16:00", pattern=r"^\d{2}:\d{2}$", description="Exchange-local time after which a dated text item counts from the next trading day.")
+
+# %% ../nbs/00_config.ipynb #e166e701
+class ServeConfig(_Section):
+    "The HTTP API, the Feast feature repository and the weekly retraining schedule."
+    host: str = Field("127.0.0.1", description="Interface `stock-twins serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `stock-twins serve` listens on.")
+
+# %% ../nbs/00_config.ipynb #5ff886bc
 class Config(_Section):
     "The whole stock_twins configuration."
     project: ProjectConfig = Field(default_factory=ProjectConfig)
@@ -166,6 +190,10 @@ class Config(_Section):
     regime: RegimeConfig = Field(default_factory=RegimeConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     main: MainConfig = Field(default_factory=MainConfig)
+    options: OptionsConfig = Field(default_factory=OptionsConfig)
+    portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     def replace(self, **sections: dict) -> Config:
         "A copy with some fields of some sections changed, validated: `cfg.replace(data={'store': ':memory:'})`."

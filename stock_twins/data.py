@@ -10,12 +10,14 @@ from typing import Iterable, Literal
 import fsspec
 import numpy as np
 import pandas as pd
+from datetime import datetime, timezone
 from .config import Config, load_config
+from .store import Store
 
 # %% auto #0
 __all__ = ['PRICE_COLUMNS', 'PRICE_FIELDS', 'universe_table', 'check_tickers', 'DataValidationError', 'canonical_columns',
            'present_columns', 'validate_prices', 'return_price', 'from_wide', 'read_prices', 'sample_dir',
-           'load_sample', 'load_sample_index', 'download_prices']
+           'load_sample', 'load_sample_index', 'ingest_prices', 'download_prices']
 
 # %% ../nbs/00_data.ipynb #ad66ac17
 def universe_table(cfg: Config | None = None) -> pd.DataFrame:
@@ -175,6 +177,24 @@ def load_sample_index(cfg: Config | None = None) -> pd.DataFrame:
     cfg = cfg or load_config()
     idx = read_prices(sample_dir(cfg)/"sp500_index.csv.gz", layout="wide", value="close")
     return idx.assign(ticker=cfg.data.index_ticker)
+
+# %% ../nbs/00_data.ipynb #9abb9a75
+def ingest_prices(store: Store,                # the project store
+                  prices: pd.DataFrame,        # a price table (validated here)
+                  source: str,                 # a name for where it came from
+                  table: str = "prices",       # 'prices' for stocks, 'index_prices' for indices
+                  cfg: Config | None = None,   # universe to check tickers against (stocks only)
+                 ) -> int:
+    "Validate `prices` and upsert them into `table`, recording the load in `sources`; returns rows written."
+    p = validate_prices(prices, source)
+    if table == "prices": check_tickers(p.ticker.unique(), cfg)
+    rec = pd.DataFrame([{"table_name": table, "source": source, "rows": len(p), "tickers": p.ticker.nunique(),
+                         "first_date": p.date.min(), "last_date": p.date.max(), "columns": ",".join(present_columns(p)),
+                         "loaded_at": pd.Timestamp(datetime.now(timezone.utc)).tz_localize(None)}])
+    with store.transaction():
+        n = store.upsert(table, p)
+        store.upsert("sources", rec, key=("table_name", "source"))
+    return n
 
 # %% ../nbs/00_data.ipynb #7e498777
 def download_prices(tickers: list[str], start: str, end: str | None = None) -> pd.DataFrame:

@@ -7,37 +7,25 @@ from __future__ import annotations
 import os
 import platform
 import time
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 from .config import Config, REGIMES, load_config
+from .losses import pinball as _pinball, qlike as _qlike
+from .schema import (HARNESS_COLUMNS, LABEL_COLUMNS, PRED_COLUMNS, PROB_COLUMNS, QUANTILES, QUANTILE_COLUMNS,
+                                VALUE_COLUMNS, Forecaster, Panel, Split, _fail, prediction_frame, validate_predictions)
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['PROB_COLUMNS', 'VALUE_COLUMNS', 'PRED_COLUMNS', 'LABEL_COLUMNS', 'HARNESS_COLUMNS', 'SCORE_COLUMNS', 'QUICK_TICKERS',
-           'QUICK_START', 'CAVEATS', 'Split', 'walk_forward_splits', 'prediction_frame', 'validate_predictions',
-           'Panel', 'Forecaster', 'Estimate', 'block_bootstrap', 'direction', 'confidence', 'hits', 'hit_rate',
-           'hit_edge', 'hit_rate_by_year', 'top_decile_hit', 'daily_ic', 'ic_summary', 'brier', 'reliability', 'qlike',
-           'vol_rmse', 'interval_coverage', 'interval_width', 'pinball', 'coverage_by_year', 'regime_accuracy',
-           'regime_f1', 'score_model', 'score', 'make_panels', 'walk_forward', 'regime_labels', 'run_walk_forward',
-           'md_table', 'hit_table', 'write_report', 'quick_config', 'evaluate']
+__all__ = ['SCORE_COLUMNS', 'QUICK_TICKERS', 'QUICK_START', 'CAVEATS', 'walk_forward_splits', 'Estimate', 'block_bootstrap',
+           'direction', 'confidence', 'hits', 'hit_rate', 'hit_edge', 'hit_rate_by_year', 'top_decile_hit', 'daily_ic',
+           'ic_summary', 'brier', 'reliability', 'qlike', 'vol_rmse', 'interval_coverage', 'interval_width', 'pinball',
+           'coverage_by_year', 'regime_accuracy', 'regime_f1', 'score_model', 'score', 'make_panels', 'walk_forward',
+           'regime_labels', 'run_walk_forward', 'md_table', 'hit_table', 'write_report', 'quick_config', 'evaluate']
 
 # %% ../nbs/90_evaluation.ipynb #c411c954
-@dataclass(frozen=True)
-class Split:
-    "One walk-forward step: fit on rows whose label window ends before `purge_start`, predict `test_start..test_end`."
-    train_end: pd.Timestamp   # last training date t; its label window t+1..t+h ends strictly before purge_start
-    test_start: pd.Timestamp  # first test date
-    test_end: pd.Timestamp    # last test date
-    purge_start: pd.Timestamp # `purge` trading days before test_start (= test_start when purge is 0)
-
-    def __repr__(self):
-        return (f"Split(train<= {self.train_end:%Y-%m-%d}, purge from {self.purge_start:%Y-%m-%d}, "
-                f"test {self.test_start:%Y-%m-%d}..{self.test_end:%Y-%m-%d})")
-
 _REFIT = {"yearly": "Y", "monthly": "M", "weekly": "W-FRI"}
 
 def _as_date(x, end: bool = False) -> pd.Timestamp:
@@ -69,116 +57,6 @@ def walk_forward_splits(dates: Iterable,     # trading dates (any order, duplica
                                    f"{purge + horizon + 1} trading days before the test span, there are {i}")
         out.append(Split(d[j], block[0], block[-1], d[i - purge]))
     return out
-
-# %% ../nbs/90_evaluation.ipynb #9f37153c
-PROB_COLUMNS = tuple(f"p_{r.lower()}" for r in REGIMES)   # p_trending, p_meanreverting, p_choppy, p_volatile
-VALUE_COLUMNS = ("exp_return", "hit_prob", "vol", "q10", "q50", "q90", "regime") + PROB_COLUMNS
-PRED_COLUMNS = ("date", "ticker", "model") + VALUE_COLUMNS
-LABEL_COLUMNS = ("y_ret", "y_vol", "y_dir", "y_regime")          # realised outcomes the harness joins
-HARNESS_COLUMNS = ("split", "conf_threshold", "regime_now") + LABEL_COLUMNS  # columns run_walk_forward adds
-
-def prediction_frame(rows: pd.DataFrame, # frame with `date` and `ticker` (the rows being predicted)
-                     model: str,         # the model's name
-                     **values,           # columns of VALUE_COLUMNS: arrays aligned with `rows`, or scalars
-                    ) -> pd.DataFrame:
-    "A frame in the prediction schema for `rows`, with `values` filled in and every other column null."
-    bad = [k for k in values if k not in VALUE_COLUMNS]
-    if bad: raise ValueError(f"{model}: unknown prediction columns {bad}; allowed: {list(VALUE_COLUMNS)}")
-    out = pd.DataFrame({"date": rows["date"].to_numpy(), "ticker": rows["ticker"].to_numpy(), "model": model})
-    for c in VALUE_COLUMNS:
-        v = values.get(c, np.nan)
-        out[c] = v.to_numpy() if isinstance(v, pd.Series) else v
-    return validate_predictions(out)
-
-def _fail(df, mask, what: str):
-    i = int(np.flatnonzero(np.asarray(mask))[0])
-    r = df.iloc[i]
-    raise ValueError(f"predictions: {what} for model {r['model']!r}, {r['ticker']} {pd.Timestamp(r['date']):%Y-%m-%d} "
-                     f"({int(np.asarray(mask).sum())} rows)")
-
-def validate_predictions(df: pd.DataFrame) -> pd.DataFrame:
-    "Check `df` against the prediction schema (harness columns allowed) and return it with canonical dtypes and column order."
-    if not isinstance(df, pd.DataFrame): raise TypeError(f"predictions: expected a DataFrame, got {type(df).__name__}")
-    missing = [c for c in PRED_COLUMNS if c not in df]
-    if missing: raise ValueError(f"predictions: missing columns {missing}")
-    extra = [c for c in df if c not in PRED_COLUMNS + HARNESS_COLUMNS]
-    if extra: raise ValueError(f"predictions: unknown columns {extra}; allowed: {list(PRED_COLUMNS + HARNESS_COLUMNS)}")
-    out = df[[c for c in PRED_COLUMNS + HARNESS_COLUMNS if c in df]].reset_index(drop=True).copy()
-    out["date"] = pd.to_datetime(out["date"]).astype("datetime64[ns]")
-    for c in ("ticker", "model"):
-        if out[c].isna().any(): raise ValueError(f"predictions: missing {c} in {int(out[c].isna().sum())} rows")
-        out[c] = out[c].astype(str)
-    for c in VALUE_COLUMNS + tuple(c for c in HARNESS_COLUMNS if c in out):
-        try: out[c] = pd.to_numeric(out[c]).astype("float64")
-        except (ValueError, TypeError): raise ValueError(f"predictions: column {c} is not numeric") from None
-        if np.isinf(out[c]).any(): _fail(out, np.isinf(out[c]), f"infinite {c}")
-    dup = out.duplicated(["date", "ticker", "model"])
-    if dup.any(): _fail(out, dup, "duplicate (date, ticker, model) rows")
-    for c in ("hit_prob",) + PROB_COLUMNS:
-        bad = (out[c] < 0) | (out[c] > 1)
-        if bad.any(): _fail(out, bad, f"{c} outside [0, 1]")
-    if (out["vol"] < 0).any(): _fail(out, out["vol"] < 0, "negative vol")
-    eps = 1e-9
-    bad = (out["q10"] > out["q50"] + eps) | (out["q50"] > out["q90"] + eps) | (out["q10"] > out["q90"] + eps)
-    if bad.any(): _fail(out, bad, "quantiles not ordered q10 <= q50 <= q90")
-    for c in ("regime", "y_regime", "regime_now"):
-        if c in out:
-            bad = out[c].notna() & ~out[c].isin(range(len(REGIMES)))
-            if bad.any(): _fail(out, bad, f"{c} not a regime code 0..{len(REGIMES) - 1}")
-    p = out[list(PROB_COLUMNS)]
-    full = p.notna().all(axis=1)
-    bad = (full & ((p.sum(axis=1) - 1).abs() > 1e-6)) | (p.notna().any(axis=1) & ~full)
-    if bad.any(): _fail(out, bad, "regime probabilities incomplete or not summing to 1")
-    return out
-
-# %% ../nbs/90_evaluation.ipynb #afe9d7d8
-@dataclass(frozen=True)
-class Panel:
-    "Features, labels and regimes up to `end`; the rows to fit or predict are dated `start..end`."
-    features: pd.DataFrame               # [date, ticker, *features], every date <= end (earlier rows are history)
-    start: pd.Timestamp                  # first date to fit or predict
-    end: pd.Timestamp                    # last date; nothing later is in the panel
-    labels: pd.DataFrame | None = None   # [date, ticker, y_ret, y_vol, y_dir, y_regime] known by the panel's end; None in test panels
-    regimes: pd.DataFrame | None = None  # [date, ticker, regime] regime at t (point in time), dates <= end
-
-    def __post_init__(self):
-        for name in ("features", "labels", "regimes"):
-            f = getattr(self, name)
-            if f is not None and len(f) and f["date"].max() > self.end:
-                raise ValueError(f"Panel.{name} has rows after the panel's end {self.end:%Y-%m-%d}")
-
-    @property
-    def feature_names(self) -> list[str]:
-        "Numeric feature columns."
-        return [c for c in self.features.columns if c not in ("date", "ticker") and pd.api.types.is_numeric_dtype(self.features[c])]
-
-    def rows(self) -> pd.DataFrame:
-        "Features of the rows dated `start..end`."
-        f = self.features
-        return f[(f["date"] >= self.start) & (f["date"] <= self.end)].reset_index(drop=True)
-
-    def training_rows(self) -> pd.DataFrame:
-        "`rows()` joined with their labels (and current regime as `regime_now` when regimes are present)."
-        if self.labels is None: raise ValueError("this panel has no labels (test panels never do)")
-        out = self.rows().merge(self.labels, on=["date", "ticker"], how="inner")
-        if self.regimes is not None: out = out.merge(self.regimes.rename(columns={"regime": "regime_now"}), on=["date", "ticker"], how="left")
-        return out
-
-    def __repr__(self):
-        return (f"Panel({self.start:%Y-%m-%d}..{self.end:%Y-%m-%d}, {len(self.rows())} rows, {len(self.feature_names)} features, "
-                f"labels={'yes' if self.labels is not None else 'no'}, regimes={'yes' if self.regimes is not None else 'no'})")
-
-class Forecaster(ABC):
-    "A model the harness can evaluate: `fit` on a training `Panel`, `predict` the prediction schema on a test `Panel`."
-    name: str = "forecaster"
-    outputs: tuple[str, ...] = ()   # prediction columns the model fills
-    needs_regimes: bool = False     # True if it reads `Panel.regimes` or `y_regime`
-
-    @abstractmethod
-    def fit(self, train: Panel) -> Forecaster: ...
-    @abstractmethod
-    def predict(self, test: Panel) -> pd.DataFrame: ...
-    def __repr__(self): return f"{type(self).__name__}(name={self.name!r})"
 
 # %% ../nbs/90_evaluation.ipynb #7c789ab0
 class Estimate(NamedTuple):
@@ -316,12 +194,10 @@ def reliability(df: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
 
 # %% ../nbs/90_evaluation.ipynb #f100beeb
 def qlike(df: pd.DataFrame) -> float:
-    "Mean QLIKE loss of `vol` against realised `y_vol` (variances; rows with a zero on either side left out)."
-    h, s = df["vol"].to_numpy(float) ** 2, df["y_vol"].to_numpy(float) ** 2
-    ok = (h > 0) & (s > 0)
-    if not ok.any(): return np.nan
-    q = s[ok] / h[ok]
-    return float(np.mean(q - np.log(q) - 1))
+    "Mean QLIKE loss (`losses.qlike`) of `vol` against realised `y_vol`; rows with a zero or missing value on either side left out."
+    d = df[["vol", "y_vol"]].dropna()
+    d = d[(d["vol"] > 0) & (d["y_vol"] > 0)]
+    return _qlike(d["y_vol"].to_numpy(float), d["vol"].to_numpy(float)) if len(d) else np.nan
 
 def vol_rmse(df: pd.DataFrame) -> float:
     "Root mean squared error of `vol` against `y_vol`."
@@ -329,8 +205,6 @@ def vol_rmse(df: pd.DataFrame) -> float:
     return float(np.sqrt(np.mean(e ** 2))) if len(e) else np.nan
 
 # %% ../nbs/90_evaluation.ipynb #e906be79
-_QUANTILES = {"q10": 0.1, "q50": 0.5, "q90": 0.9}
-
 def _q_rows(df):
     return df[df[["q10", "q90", "y_ret"]].notna().all(axis=1)]
 
@@ -345,13 +219,11 @@ def interval_width(df: pd.DataFrame) -> float:
     return float((d.q90 - d.q10).mean()) if len(d) else np.nan
 
 def pinball(df: pd.DataFrame) -> float:
-    "Pinball loss averaged over rows and the quantiles q10, q50, q90 (those a model provides)."
+    "Pinball loss (`losses.pinball`) averaged over rows and the quantile columns a model provides."
     losses = []
-    for c, tau in _QUANTILES.items():
+    for c, tau in zip(QUANTILE_COLUMNS, QUANTILES):
         d = df[[c, "y_ret"]].dropna()
-        if len(d) == 0: continue
-        u = (d["y_ret"] - d[c]).to_numpy()
-        losses.append(np.mean(u * (tau - (u < 0))))
+        if len(d): losses.append(_pinball(d["y_ret"].to_numpy(float), d[[c]].to_numpy(float), (tau,)))
     return float(np.mean(losses)) if losses else np.nan
 
 def coverage_by_year(df: pd.DataFrame) -> pd.Series:

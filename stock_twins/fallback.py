@@ -15,7 +15,7 @@ import pandas as pd
 from . import __version__
 from .baselines import training_xy, lgbm
 from .config import Config, REGIMES, load_config
-from .evaluation import PROB_COLUMNS, VALUE_COLUMNS, Forecaster, Panel, prediction_frame
+from .schema import PROB_COLUMNS, VALUE_COLUMNS, Forecaster, Panel, prediction_frame
 from .store import atomic_write
 
 # %% auto #0

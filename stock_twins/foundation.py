@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from .config import Config, REGIMES
+from .losses import pinball, qlike
+from .schema import QUANTILES
 
 # %% auto #0
 __all__ = ['FoundationSpec', 'StaticCovariateEncoder', 'TemporalEncoder', 'GraphEncoder', 'ContextEmbeddings', 'Backbone',
-           'PretrainHeads', 'FoundationModel', 'n_params', 'param_table', 'random_batch', 'pinball', 'qlike',
-           'pretrain_loss']
+           'PretrainHeads', 'FoundationModel', 'n_params', 'param_table', 'random_batch', 'pretrain_loss']
 
 # %% ../nbs/10_foundation.ipynb #f9564445
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class FoundationSpec:
     embed_dim: int = 128            # width of the universal embedding (E)
     dropout: float = 0.1
     clip: float = 8.0               # scaled features are clipped to [-clip, clip]
-    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    quantiles: tuple[float, ...] = QUANTILES
 
     def __post_init__(self):
         object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
@@ -345,23 +346,12 @@ def random_batch(spec: FoundationSpec, n_dates: int = 2, n_stocks: int = 5, seed
                 regime=torch.randint(0, spec.n_regimes + 1, (B,), generator=gen))
 
 # %% ../nbs/10_foundation.ipynb #2d261558
-def pinball(y: Tensor, q: Tensor, taus) -> Tensor:
-    "Mean pinball loss. Shapes: y [B], q [B, Q] -> scalar."
-    tau = torch.as_tensor(taus, dtype=q.dtype, device=q.device)                    # [Q]
-    d = y.unsqueeze(-1) - q                                                         # [B, Q]
-    return torch.maximum(tau * d, (tau - 1) * d).mean()
-
-def qlike(v: Tensor, v_hat: Tensor, eps: float = 1e-4) -> Tensor:
-    "Mean QLIKE loss of volatility forecasts (0 when `v_hat == v`). Shapes: [B], [B] -> scalar."
-    r = (v.clamp_min(eps) / v_hat.clamp_min(eps)) ** 2
-    return (r - torch.log(r) - 1).mean()
-
 def pretrain_loss(out: dict[str, Tensor], # `FoundationModel` outputs
                   y_ret: Tensor,          # [B] 5-day return
                   y_dir: Tensor,          # [B] 1 if y_ret > 0 else 0
                   y_vol: Tensor,          # [B] realised volatility over the horizon
                   keep: Tensor,           # [B] bool, stocks that count (valid last day, finite labels)
-                  quantiles=(0.1, 0.5, 0.9), # the quantile levels of out['quantiles']
+                  quantiles=QUANTILES,    # the quantile levels of out['quantiles']
                   ret_scale: float = 1.0, # spread of returns: Huber and pinball are computed in its units
                  ) -> dict[str, Tensor]:
     "Huber (return) + BCE (direction) + QLIKE (volatility) + pinball (quantiles) over the kept stocks; 'loss' is their sum."

@@ -15,9 +15,10 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state
 from .config import Config
 from .data import check_tickers
-from .evaluation import PRED_COLUMNS, PROB_COLUMNS, prediction_frame, validate_predictions
+from .regime import REGIME_FEATURES
+from .schema import OPTIONS_FEATURES, PRED_COLUMNS, PROB_COLUMNS, emb_columns, prediction_frame, validate_predictions
 from .store import Store
-from .twin import (OPTIONS_FEATURES, REGIME_FEATURES, DigitalTwin, TwinSpec, emb_columns, forecast_values, list_twins,
+from .twin import (DigitalTwin, TwinSpec, forecast_values, list_twins,
                               load_twin, load_twin_frame, one_thread, retrain_all, twin_config_hash)
 
 # %% auto #0

@@ -165,7 +165,7 @@ def fallback_inputs(cfg: Config, store: Store, cutoff) -> tuple[pd.DataFrame, pd
 
 def ensure_fallback(cfg: Config, store: Store, cutoff, force: bool = False):
     "The fitted fallback for `cutoff`, bound to the store's features and regimes: (BoundFallback, folder, reused?)."
-    from stock_twins.evaluation import Panel
+    from stock_twins.schema import Panel
     from stock_twins.fallback import FallbackError, LightGBMFallback
     cutoff, m = pd.Timestamp(cutoff), cfg.main
     feats, lab, regs = fallback_inputs(cfg, store, cutoff)
@@ -195,7 +195,7 @@ RANKED_COLUMNS = ["rank", "date", "ticker", "priority", "exp_return", "hit_prob"
 
 def rank_predictions(preds: pd.DataFrame) -> pd.DataFrame:
     "Schema predictions (PRED_COLUMNS + source) → the ranked table: priority score, regime name and its probability."
-    from stock_twins.evaluation import PROB_COLUMNS
+    from stock_twins.schema import PROB_COLUMNS
     p = preds.copy()
     p["priority"] = p["exp_return"] * p["hit_prob"] * (1 - p["vol"])
     code = p["regime"]

@@ -26,7 +26,7 @@ from .features import FEATURES, LIQUIDITY_UNKNOWN, N_LIQUIDITY_BUCKETS, FeatureP
 from .foundation import FoundationModel, FoundationSpec, param_table, pretrain_loss
 from .graph import DuckDBGraphStore, GraphStore, correlation_graph, graph_store, to_pyg
 from .regime import market_regime
-from .evaluation import Forecaster, Panel, prediction_frame
+from .schema import Forecaster, Panel, prediction_frame
 from .store import Store, atomic_write
 
 # %% auto #0
@@ -577,14 +577,14 @@ def pretrain_from_config(cfg: Config | None = None,   # config; None loads it
                          **pretrain_kw,               # more `pretrain` arguments (date_stride, max_steps, accelerator, ...)
                         ) -> dict:
     "Pretrain from the store's prices, save the checkpoint, write the embeddings; prints and returns a summary."
-    from stock_twins.data import load_sample, load_sample_index
+    from stock_twins.data import ingest_prices, load_sample, load_sample_index
     cfg = cfg or load_config()
     own = store is None
     store = store or Store.from_config(cfg)
     try:
         if "prices" not in store.tables() or store.count("prices") == 0:
-            store.ingest_prices(load_sample(cfg), "bundled sample (skfolio sp500_dataset)", cfg=cfg)
-            store.ingest_prices(load_sample_index(cfg), "bundled sample (skfolio sp500_index)", table="index_prices")
+            ingest_prices(store, load_sample(cfg), "bundled sample (skfolio sp500_dataset)", cfg=cfg)
+            ingest_prices(store, load_sample_index(cfg), "bundled sample (skfolio sp500_index)", table="index_prices")
         prices = store.prices()
         index = store.prices(table="index_prices") if "index_prices" in store.tables() else None
         if index is not None and index["ticker"].nunique() > 1: index = index[index["ticker"] == cfg.data.index_ticker]

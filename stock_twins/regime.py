@@ -11,11 +11,12 @@ from .data import return_price, validate_prices
 from .features import compute_features
 
 # %% auto #0
-__all__ = ['REQUIRED_INPUTS', 'UNLABELLED', 'regime_inputs', 'label_regimes', 'market_regime', 'regime_durations',
-           'transition_matrix', 'regime_predictability']
+__all__ = ['REQUIRED_INPUTS', 'REGIME_FEATURES', 'UNLABELLED', 'regime_inputs', 'label_regimes', 'market_regime',
+           'regime_durations', 'transition_matrix', 'regime_predictability']
 
 # %% ../nbs/30_regime.ipynb #2cf8f5a3
 REQUIRED_INPUTS = ("trend_tstat", "efficiency_ratio", "rsi_14", "vol_pct", "hurst_60")  # a row lacking any of these is unlabelled (-1)
+REGIME_FEATURES = ("trend_tstat", "efficiency_ratio", "rsi_14", "vol_pct", "beta_60", "hurst_60")  # the inputs a twin reads (regime_inputs columns)
 UNLABELLED = -1  # regime code of rows without enough history
 
 def _rcfg(cfg: Config | RegimeConfig | None) -> RegimeConfig:

@@ -10,14 +10,13 @@ import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 import duckdb
 import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from .config import Config, load_config
-from .data import check_tickers, present_columns, validate_prices
 
 # %% auto #0
 __all__ = ['StoreError', 'atomic_write', 'Store']
@@ -157,37 +156,104 @@ class Store:
                              "where table_name = ? and constraint_type = 'PRIMARY KEY'", [table]).fetchone()
         return list(r[0]) if r else []
 
+    def has(self, table: str) -> bool:
+        "Whether `table` exists."
+        return table in self.tables()
+
+    def _where(self, table: str, tickers=None, start=None, end=None, where: Mapping | None = None, dates=None) -> tuple[str, list]:
+        "SQL where-clause and arguments for the filters of `read`, `count`, `dates` and `delete` (unknown tickers are a KeyError)."
+        q, args, have = [], [], None
+        if tickers is not None:
+            tickers = [tickers] if isinstance(tickers, str) else list(tickers)
+            known = set(self.tickers(table))
+            unknown = sorted(set(tickers) - known)
+            if unknown: raise KeyError(f"unknown tickers {unknown} in {table}; it holds {len(known)} tickers, e.g. {sorted(known)[:5]}")
+            q.append("ticker in (select unnest(?))"); args.append(tickers)
+        if start is not None: q.append("date >= ?"); args.append(pd.Timestamp(start).to_pydatetime())
+        if end is not None: q.append("date <= ?"); args.append(pd.Timestamp(end).to_pydatetime())
+        if dates is not None:
+            q.append("date in (select unnest(?))"); args.append([pd.Timestamp(d).to_pydatetime() for d in dates])
+        for c, v in (where or {}).items():
+            have = have or self.columns(table)
+            if c not in have: raise KeyError(f"{table} has no column {c!r}; columns: {have}")
+            if v is None: q.append(f"{_ident(c)} is null")
+            elif isinstance(v, (list, tuple, set)): q.append(f"{_ident(c)} in (select unnest(?))"); args.append(list(v))
+            else: q.append(f"{_ident(c)} = ?"); args.append(v)
+        return (" where " + " and ".join(q)) if q else "", args
+
     def read(self,
              table: str,                          # table name
              tickers: Iterable[str] | None = None, # only these tickers (each must be present)
              start=None, end=None,                # date range, inclusive
              columns: Sequence[str] | None = None, # only these columns (key columns always come)
+             where: Mapping | None = None,        # column -> value (equality), list (membership) or None (is null)
+             dates=None,                          # only these dates
             ) -> pd.DataFrame:
-        "Rows of `table`, ordered by its key; unknown tables and tickers are clear errors."
+        "Rows of `table`, ordered by its key; unknown tables, columns and tickers are clear errors."
         self._need(table)
         have, key = self.columns(table), self._key_of(table)
         if columns is not None:
             bad = [c for c in columns if c not in have]
             if bad: raise KeyError(f"{table} has no columns {bad}; columns: {have}")
             columns = list(dict.fromkeys([*key, *columns]))
-        q, args = [], []
-        if tickers is not None:
-            tickers = list(tickers)
-            known = {r[0] for r in self.con.execute(f"select distinct ticker from {_ident(table)}").fetchall()}
-            unknown = sorted(set(tickers) - known)
-            if unknown: raise KeyError(f"unknown tickers {unknown} in {table}; it holds {len(known)} tickers, e.g. {sorted(known)[:5]}")
-            q.append("ticker in (select unnest(?))"); args.append(tickers)
-        if start is not None: q.append("date >= ?"); args.append(pd.Timestamp(start).to_pydatetime())
-        if end is not None: q.append("date <= ?"); args.append(pd.Timestamp(end).to_pydatetime())
+        w, args = self._where(table, tickers, start, end, where, dates)
         sel = ", ".join(_ident(c) for c in columns) if columns else "*"
-        where = (" where " + " and ".join(q)) if q else ""
         order = (" order by " + ", ".join(_ident(k) for k in (["ticker", "date"] if key == ["date", "ticker"] else key))) if key else ""
-        return self.con.execute(f"select {sel} from {_ident(table)}{where}{order}", args).df()
+        return self.con.execute(f"select {sel} from {_ident(table)}{w}{order}", args).df()
 
-    def count(self, table: str) -> int:
-        "Number of rows in `table`."
+    def count(self, table: str, tickers=None, start=None, end=None, where: Mapping | None = None) -> int:
+        "Number of rows in `table` (with `read`'s filters)."
         self._need(table)
-        return self.con.execute(f"select count(*) from {_ident(table)}").fetchone()[0]
+        w, args = self._where(table, tickers, start, end, where)
+        return self.con.execute(f"select count(*) from {_ident(table)}{w}", args).fetchone()[0]
+
+    def tickers(self, table: str) -> list[str]:
+        "The distinct tickers of `table`, sorted ([] when the table does not exist)."
+        if not self.has(table): return []
+        return sorted(r[0] for r in self.con.execute(f"select distinct ticker from {_ident(table)}").fetchall())
+
+    def dates(self, table: str, tickers=None, start=None, end=None, where: Mapping | None = None) -> pd.DatetimeIndex:
+        "The distinct dates of `table` (with `read`'s filters), ascending (empty when the table does not exist)."
+        if not self.has(table): return pd.DatetimeIndex([])
+        w, args = self._where(table, tickers, start, end, where)
+        d = self.con.execute(f"select distinct date from {_ident(table)}{w} order by date", args).fetchall()
+        return pd.DatetimeIndex([pd.Timestamp(r[0]) for r in d])
+
+    def span(self, table: str, by_ticker: bool = False) -> pd.DataFrame | tuple | None:
+        "(first date, last date, rows) of `table`, or per ticker a frame [ticker, first, last, rows]; None when the table does not exist."
+        if not self.has(table): return None
+        t = _ident(table)
+        if by_ticker:
+            return self.con.execute(f"select ticker, min(date) as first, max(date) as last, count(*) as rows from {t} "
+                                    "group by ticker order by ticker").df()
+        lo, hi, n = self.con.execute(f"select min(date), max(date), count(*) from {t}").fetchone()
+        return (pd.Timestamp(lo) if lo is not None else None, pd.Timestamp(hi) if hi is not None else None, int(n))
+
+    def delete(self, table: str, tickers=None, start=None, end=None, where: Mapping | None = None, dates=None) -> int:
+        "Delete the rows matching `read`'s filters (all rows when none is given), in a transaction; returns rows deleted."
+        if not self.has(table): return 0
+        w, args = self._where(table, tickers, start, end, where, dates)
+        with self.transaction():
+            n = self.con.execute(f"select count(*) from {_ident(table)}{w}", args).fetchone()[0]
+            self.con.execute(f"delete from {_ident(table)}{w}", args)
+        return int(n)
+
+    def drop(self, table: str) -> bool:
+        "Drop `table` if it exists (derived tables whose layout changed are rebuilt this way); returns whether it existed."
+        if not self.has(table): return False
+        with self.transaction(): self.con.execute(f"drop table {_ident(table)}")
+        return True
+
+    def summary(self) -> pd.DataFrame:
+        "One row per table: rows, columns, distinct tickers and date span (where the table has them)."
+        rows = []
+        for t in self.tables():
+            cols = self.columns(t)
+            r = dict(table=t, rows=self.count(t), columns=len(cols), tickers=None, first=None, last=None)
+            if "ticker" in cols: r["tickers"] = len(self.tickers(t))
+            if "date" in cols: r["first"], r["last"], _ = self.span(t)
+            rows.append(r)
+        return pd.DataFrame(rows, columns=["table", "rows", "columns", "tickers", "first", "last"])
 
 # %% ../nbs/03_store.ipynb #8454fcc7
 def _store_export(self: Store, table: str, url: str | os.PathLike) -> str:
@@ -209,25 +275,15 @@ def _store_import(self: Store, table: str, url: str | os.PathLike, key: Sequence
 Store.export_parquet, Store.import_parquet = _store_export, _store_import
 
 # %% ../nbs/03_store.ipynb #55b17604
-def _ingest_prices(self: Store,
-                   prices: pd.DataFrame,        # a price table (validated here)
-                   source: str,                 # a name for where it came from
-                   table: str = "prices",       # 'prices' for stocks, 'index_prices' for indices
-                   cfg: Config | None = None,   # universe to check tickers against (stocks only)
-                  ) -> int:
-    "Validate `prices` and upsert them into `table`, recording the load in `sources`."
-    p = validate_prices(prices, source)
-    if table == "prices": check_tickers(p.ticker.unique(), cfg)
-    rec = pd.DataFrame([{"table_name": table, "source": source, "rows": len(p), "tickers": p.ticker.nunique(),
-                         "first_date": p.date.min(), "last_date": p.date.max(), "columns": ",".join(present_columns(p)),
-                         "loaded_at": pd.Timestamp(datetime.now(timezone.utc)).tz_localize(None)}])
-    with self.transaction():
-        n = self.upsert(table, p)
-        self.upsert("sources", rec, key=("table_name", "source"))
-    return n
-
 def _prices(self: Store, tickers=None, start=None, end=None, table: str = "prices") -> pd.DataFrame:
     "Canonical price table from the store."
     return self.read(table, tickers, start, end)
 
-Store.ingest_prices, Store.prices = _ingest_prices, _prices
+def _index_prices(self: Store, cfg: Config | None = None, start=None, end=None) -> pd.DataFrame | None:
+    "The configured market index (`data.index_ticker`) from `index_prices`, or None when the store has none."
+    if not self.has("index_prices"): return None
+    name = (cfg or load_config()).data.index_ticker
+    if name not in self.tickers("index_prices"): return None
+    return self.read("index_prices", [name], start, end)
+
+Store.prices, Store.index_prices = _prices, _index_prices

@@ -23,34 +23,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from .config import REGIMES, Config, load_config
 from .data import check_tickers
-from .evaluation import PROB_COLUMNS, VALUE_COLUMNS, Forecaster, Panel, prediction_frame
 from .features import FEATURES, LABELS, compute_features, compute_labels
-from .regime import label_regimes, regime_inputs
+from .losses import pinball, qlike
+from .regime import REGIME_FEATURES, label_regimes, regime_inputs
+from .schema import (OPTIONS_FEATURES, PCR_GATE_FEATURES, PROB_COLUMNS, QUANTILES, VALUE_COLUMNS, Forecaster, Panel,
+                                emb_columns, prediction_frame)
 from .store import Store, atomic_write
 
 # %% auto #0
-__all__ = ['REGIME_FEATURES', 'OPTIONS_FEATURES', 'PCR_GATE_FEATURES', 'TARGETS', 'QUANTILES', 'LOSS_PARTS', 'TWIN_VARIANTS',
-           'emb_columns', 'TwinSpec', 'LoRAAdapter', 'OptionsEncoder', 'DigitalTwin', 'pinball', 'qlike', 'twin_loss',
+__all__ = ['TARGETS', 'LOSS_PARTS', 'TWIN_VARIANTS', 'TwinSpec', 'LoRAAdapter', 'OptionsEncoder', 'DigitalTwin', 'twin_loss',
            'synthetic_embeddings', 'twin_frame', 'load_twin_frame', 'one_thread', 'fine_tune', 'CheckpointError',
            'twin_config_hash', 'checkpoint_path', 'save_twin', 'read_twin_meta', 'load_twin', 'list_twins',
            'retrain_all', 'forecast_values', 'TwinForecaster']
 
 # %% ../nbs/20_twin.ipynb #4b97375e
-REGIME_FEATURES = ("trend_tstat", "efficiency_ratio", "rsi_14", "vol_pct", "beta_60", "hurst_60")  # from stock_twins.regime.regime_inputs
-OPTIONS_FEATURES = (
-    "pcr_volume", "pcr_oi", "pcr_volume_z", "pcr_oi_z", "pcr_volume_otm", "pcr_premium",
-    "iv_atm_30d", "iv_atm_60d", "iv_atm_90d", "iv_put_25d", "iv_call_25d", "iv_put_10d", "iv_call_10d",
-    "skew_25d", "skew_10d", "butterfly_25d", "skew_slope", "term_slope_30_90", "term_slope_30_60",
-    "iv_rank_252", "iv_change_5d", "iv_rv_spread", "iv_rv_ratio", "implied_move_front",
-    "gex_net", "gex_call", "gex_put", "gamma_flip_dist", "max_pain_dist", "max_pain_dist_front",
-    "call_wall_dist", "put_wall_dist", "vanna_net", "charm_net",
-    "oi_total_log", "oi_change_5d", "volume_oi_ratio", "options_stock_volume", "call_volume_z", "put_volume_z")
-PCR_GATE_FEATURES = ("pcr_volume_z", "pcr_oi_z")  # extremes of these open the put/call sentiment gate
 TARGETS = ("y_ret", "y_vol", "y_dir", "regime_next")  # what a twin is trained on (regime_next = labeller's regime at t+h, -1 unknown)
-
-def emb_columns(n: int = 128) -> list[str]:
-    "Column names `e0..e{n-1}` of the store's `embeddings` table."
-    return [f"e{i}" for i in range(n)]
 
 # %% ../nbs/20_twin.ipynb #51ee4f21
 @dataclass(frozen=True)
@@ -253,22 +240,7 @@ class DigitalTwin(nn.Module):
                     regime_logits=logits, regime_probs=probs, adapted=z, ret_scale=self.ret_scale.expand(B))
 
 # %% ../nbs/20_twin.ipynb #19650522
-QUANTILES = (0.1, 0.5, 0.9)
 LOSS_PARTS = ("ret", "hit", "vol", "quantile", "regime")
-
-def pinball(y: Tensor, # [B] targets
-            q: Tensor, # [B, K] predicted quantiles
-            taus: Sequence[float] = QUANTILES, # the K quantile levels
-           ) -> Tensor:
-    "Mean pinball (quantile) loss."
-    tau = torch.as_tensor(taus, dtype=q.dtype, device=q.device)
-    d = y.unsqueeze(-1) - q                                     # [B, K]
-    return torch.maximum(tau * d, (tau - 1) * d).mean()
-
-def qlike(sigma: Tensor, sigma_hat: Tensor, floor: float = 1e-3) -> Tensor:
-    "Mean QLIKE loss of volatility forecasts `sigma_hat` against realised `sigma` (both floored at `floor`)."
-    ratio = sigma.clamp_min(floor) ** 2 / sigma_hat.clamp_min(floor) ** 2
-    return (ratio - torch.log(ratio) - 1).mean()
 
 def twin_loss(out: Mapping[str, Tensor],   # DigitalTwin outputs
               batch: Mapping[str, Tensor], # y_ret, y_vol, y_dir [B] float; regime_next [B] long (-1 = no label)

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from fastcore.test import test_eq as _eq
 
+from stock_twins.data import ingest_prices
+
 from stock_twins.config import Config
 from stock_twins.data import DataValidationError, load_sample, read_prices
 from stock_twins.store import Store, StoreError
@@ -41,7 +43,7 @@ BAD = {
 @pytest.fixture
 def store():
     st = Store(":memory:")
-    st.ingest_prices(GOOD, "good", cfg=Config())
+    ingest_prices(st, GOOD, "good", cfg=Config())
     yield st
     st.close()
 
@@ -49,7 +51,7 @@ def store():
 def test_bad_input_clear_error_store_unchanged(store, case):
     df, msg = BAD[case]
     before = store.read("prices")
-    with pytest.raises((DataValidationError, KeyError)) as e: store.ingest_prices(df, case, cfg=Config())
+    with pytest.raises((DataValidationError, KeyError)) as e: ingest_prices(store, df, case, cfg=Config())
     assert msg in str(e.value), f"{case}: {e.value}"
     pd.testing.assert_frame_equal(store.read("prices"), before)
     _eq(store.read("sources").source.tolist(), ["good"])
@@ -57,7 +59,7 @@ def test_bad_input_clear_error_store_unchanged(store, case):
 def test_halted_stock_stays_missing(store):
     "A stock with no rows on some days keeps those days missing: nothing is filled."
     halted = GOOD[~((GOOD.ticker == "MSFT") & (GOOD.date == "2020-01-02"))]
-    st = Store(":memory:"); st.ingest_prices(halted, "halted", cfg=Config())
+    st = Store(":memory:"); ingest_prices(st, halted, "halted", cfg=Config())
     _eq(st.read("prices", tickers=["MSFT"]).date.dt.strftime("%Y-%m-%d").tolist(), ["2020-01-03"])
 
 @pytest.mark.parametrize("kind", ["truncated csv.gz", "garbage parquet", "empty csv"])
@@ -72,7 +74,7 @@ def test_corrupt_file_clear_error_store_unchanged(store, tmp_path, kind):
     else:
         p = tmp_path / "empty.csv"; p.write_text("")
     before = store.read("prices")
-    with pytest.raises(DataValidationError) as e: store.ingest_prices(read_prices(p), kind, cfg=Config())
+    with pytest.raises(DataValidationError) as e: ingest_prices(store, read_prices(p), kind, cfg=Config())
     assert str(p.name) in str(e.value)
     pd.testing.assert_frame_equal(store.read("prices"), before)
 
@@ -83,7 +85,7 @@ def test_corrupt_store_file_clear_error(tmp_path):
 def test_interrupted_load_leaves_store_as_it_was(tmp_path):
     "A process killed in the middle of a load (after some chunks were inserted, before commit) changes nothing on disk."
     db = tmp_path / "s.duckdb"
-    with Store(db) as st: st.ingest_prices(GOOD, "good", cfg=Config())
+    with Store(db) as st: ingest_prices(st, GOOD, "good", cfg=Config())
     script = textwrap.dedent(f"""
         import os
         from stock_twins.store import Store
@@ -106,7 +108,7 @@ def test_interrupted_load_leaves_store_as_it_was(tmp_path):
 def test_idempotent_and_parquet_round_trip(tmp_path):
     sample = load_sample()
     with Store(tmp_path / "a.duckdb") as st:
-        st.ingest_prices(sample, "sample"); st.ingest_prices(sample, "sample")
+        ingest_prices(st, sample, "sample"); ingest_prices(st, sample, "sample")
         _eq(st.count("prices"), len(sample))
         st.export_parquet("prices", tmp_path / "p.parquet")
     with Store(tmp_path / "b.duckdb") as st2:
@@ -117,7 +119,7 @@ def test_export_is_atomic(tmp_path, monkeypatch):
     "A failure while writing a Parquet export leaves the previous file intact and no temp files behind."
     import pyarrow.parquet as pq
     with Store(":memory:") as st:
-        st.ingest_prices(GOOD, "good", cfg=Config())
+        ingest_prices(st, GOOD, "good", cfg=Config())
         out = tmp_path / "p.parquet"; st.export_parquet("prices", out)
         before = out.read_bytes()
         def boom(*a, **k): raise OSError("disk full")

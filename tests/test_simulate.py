@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastcore.test import test_eq as _eq, test_fail as _fail
+from stock_twins.data import ingest_prices
 from stock_twins.config import Config
 from stock_twins.data import read_prices, validate_prices
 from stock_twins.simulate import simulate_market
@@ -40,9 +41,9 @@ def test_store_file_roundtrip(market, tmp_path):
     cfg = market.config(Config(), n_pilot=10)
     db = tmp_path / "sim.duckdb"
     with Store(db) as st:
-        _eq(st.ingest_prices(market.prices, "sim", cfg=cfg), len(market.prices))
-        st.ingest_prices(market.prices, "sim", cfg=cfg)  # idempotent
-        st.ingest_prices(market.index, "sim index", table="index_prices")
+        _eq(ingest_prices(st, market.prices, "sim", cfg=cfg), len(market.prices))
+        ingest_prices(st, market.prices, "sim", cfg=cfg)  # idempotent
+        ingest_prices(st, market.index, "sim index", table="index_prices")
         st.export_parquet("prices", tmp_path / "export.parquet")
     with Store(db, read_only=True) as st:
         _eq(st.prices(), market.prices)
@@ -55,7 +56,7 @@ def test_store_file_roundtrip(market, tmp_path):
 
 def test_universe_is_checked(market):
     with Store(":memory:") as st:
-        _fail(lambda: st.ingest_prices(market.prices, "sim", cfg=Config()), contains="unknown tickers")
+        _fail(lambda: ingest_prices(st, market.prices, "sim", cfg=Config()), contains="unknown tickers")
         assert "prices" not in st.tables()  # nothing written
 
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 from fastcore.test import test_close as _close, test_eq as _eq, test_fail as _fail
 
+from stock_twins.data import ingest_prices
+
 from stock_twins.config import Config
 from stock_twins.evaluation import PRED_COLUMNS, prediction_frame
 from stock_twins.manager import TwinManager, TwinStack, loop_forward
@@ -35,8 +37,8 @@ def cfg(market, tmp_path_factory):
 @pytest.fixture(scope="module")
 def store(market, cfg):
     st = Store(cfg.data.store)  # a DuckDB file on disk
-    st.ingest_prices(market.prices, "sim", cfg=cfg)
-    st.ingest_prices(market.index, "sim", table="index_prices")
+    ingest_prices(st, market.prices, "sim", cfg=cfg)
+    ingest_prices(st, market.index, "sim", table="index_prices")
     st.upsert("embeddings", synthetic_embeddings(market.prices, market.index, dim=8))
     yield st
     st.close()
