@@ -141,7 +141,7 @@ def verify_artifact(path: str | os.PathLike, kind: str | None = None) -> dict:
     rec = read_record(path, kind)
     pp = payload_path(path)
     try: blob = pp.read_bytes()
-    except FileNotFoundError: raise CheckpointError(f"{pp}: weights file missing (its record {record_path(path).name} exists)") from None
+    except FileNotFoundError: raise CheckpointError(f"{pp}: payload file missing (its record {record_path(path).name} exists)") from None
     if len(blob) != rec["bytes"]:
         raise CheckpointError(f"{pp}: truncated or padded file ({len(blob)} bytes, the record says {rec['bytes']})")
     if sha256_bytes(blob) != rec["sha256"]:

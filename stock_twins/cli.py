@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ingest_sample', 'build_features', 'store_summary', 'cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate',
-           'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain', 'cmd_predict', 'build_parser', 'main']
+__all__ = ['cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate', 'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain',
+           'cmd_predict', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -20,51 +20,14 @@ def _cfg(args):
     return load_config(args.config, **over)
 
 def _step(msg: str):
-    "Print a step header and return a function that prints its elapsed time."
-    print(f"-> {msg}", flush=True); t0 = time.perf_counter()
-    return lambda extra="": print(f"   done in {time.perf_counter() - t0:.1f}s{'  ' + extra if extra else ''}", flush=True)
-
-def ingest_sample(store, cfg) -> int:
-    "Load the bundled real sample (stocks and index) into `store`; idempotent. Returns stock rows."
-    from stock_twins.data import ingest_prices, load_sample, load_sample_index
-    with store.transaction():
-        n = ingest_prices(store, load_sample(cfg), "bundled sample (skfolio sp500_dataset)", cfg=cfg)
-        ingest_prices(store, load_sample_index(cfg), "bundled sample (skfolio sp500_index)", table="index_prices")
-    return n
-
-def _index_of(store, cfg):
-    return store.prices(table="index_prices") if "index_prices" in store.tables() else None
-
-def build_features(store, cfg, force: bool = False) -> tuple[int, bool]:
-    "Compute features and labels for all prices in `store` (skipped when they already cover the prices, unless `force`)."
-    from stock_twins.features import compute_features, compute_labels, features_to_store, labels_to_store
-    n_prices = store.count("prices")
-    if not force and "features" in store.tables() and "labels" in store.tables():
-        if store.count("features") == n_prices and store.count("labels") == n_prices: return n_prices, False
-    prices = store.prices()
-    feats = compute_features(prices, _index_of(store, cfg))
-    labels = compute_labels(prices, cfg.features.horizon)
-    with store.transaction():
-        features_to_store(store, feats)
-        labels_to_store(store, labels)
-    return len(feats), True
-
-def store_summary(store) -> str:
-    "A short text summary of the tables in `store`."
-    lines = [f"store: {store.path}"]
-    for t in store.tables():
-        cols = store.columns(t)
-        span = ""
-        if "date" in cols:
-            lo, hi = store.con.execute(f'select min(date), max(date) from "{t}"').fetchone()
-            span = f"  {str(lo)[:10]} .. {str(hi)[:10]}"
-        tick = f"  {store.con.execute(f'select count(distinct ticker) from {chr(34)}{t}{chr(34)}').fetchone()[0]} tickers" if "ticker" in cols else ""
-        lines.append(f"  {t:<14} {store.count(t):>9,} rows  {len(cols):>3} cols{tick}{span}")
-    return "\n".join(lines)
+    "The jobs' step printer (`stock_twins.pipeline.step`)."
+    from stock_twins.pipeline import step
+    return step(msg)
 
 # %% ../nbs/80_cli.ipynb #27c0ccae
 def cmd_ingest(args) -> int:
     from stock_twins.data import ingest_prices, read_prices
+    from stock_twins.pipeline import ingest_sample, store_summary
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
@@ -76,17 +39,19 @@ def cmd_ingest(args) -> int:
     return 0
 
 def cmd_features(args) -> int:
+    from stock_twins.pipeline import build_features, store_summary
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
-        if "prices" not in st.tables(): raise SystemExit(f"no prices in {st.path}: run `stock-twins ingest` first")
+        if not st.has("prices"): raise SystemExit(f"no prices in {st.path}: run `stock-twins ingest` first")
         done = _step("features and labels")
-        n, fresh = build_features(st, cfg, args.force)
-        done(f"{n:,} rows {'written' if fresh else 'already up to date (use --force to recompute)'}")
+        feats, fresh = build_features(st, cfg, args.force)
+        done(f"{len(feats):,} rows {'written' if fresh else 'already up to date (use --force to recompute)'}")
         print(store_summary(st))
     return 0
 
 def cmd_info(args) -> int:
+    from stock_twins.pipeline import store_summary
     from stock_twins.store import Store
     cfg = _cfg(args)
     if cfg.data.store != ":memory:" and not Path(cfg.data.store).exists(): raise SystemExit(f"no store at {cfg.data.store}: run `stock-twins main` first")
@@ -100,12 +65,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 def cmd_pretrain(args) -> int:
-    from stock_twins.pretrain import pretrain_from_config
+    from stock_twins.pipeline import run_pretrain
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
-        pretrain_from_config(cfg, st, epochs=args.epochs, train_end=args.train_end, tiny=args.tiny,
-                             embed_start=args.embed_start, date_stride=args.date_stride)
+        run_pretrain(cfg, st, epochs=args.epochs, train_end=args.train_end, tiny=args.tiny,
+                     embed_start=args.embed_start, date_stride=args.date_stride)
     return 0
 
 def cmd_main(args) -> int:
@@ -117,6 +82,8 @@ def cmd_main(args) -> int:
 
 def _tickers(s: str | None) -> list[str] | None:
     return None if not s else [t.strip().upper() for t in s.split(",") if t.strip()]
+
+def _day(d) -> str: return str(d)[:10]
 
 def cmd_graph(args) -> int:
     from stock_twins.graph import DuckDBGraphStore
@@ -133,49 +100,31 @@ def cmd_graph(args) -> int:
         if peers is not None: print(f"strongest peers of {args.peers_of}:\n{peers.to_string(index=False)}")
     return 0
 
-def _day(d) -> str: return str(d)[:10]
-
-def _frozen_setup(args, when):
-    "Config (smoke applied), store, the date `when` (default: the latest price) and the newest (or named) main-job foundation."
-    import pandas as pd
-    from stock_twins.pipeline import latest_foundation, smoke_config, stored_prices
-    from stock_twins.store import Store
+def _job_cfg(args):
+    from stock_twins.pipeline import smoke_config
     cfg = _cfg(args)
-    if args.smoke: cfg = smoke_config(cfg)
-    st = Store.from_config(cfg)
-    try:
-        prices, _ = stored_prices(st, cfg)
-        date = prices["date"].max() if when is None else pd.Timestamp(when)
-        model, path = latest_foundation(cfg, args.foundation)
-    except BaseException: st.close(); raise
-    return cfg, st, date, model, path
+    return smoke_config(cfg) if args.smoke else cfg
 
 def cmd_retrain(args) -> int:
     "Weekly retraining: embed up to the cutoff with the frozen foundation, then fine-tune every pilot twin (resumable)."
-    from stock_twins.pipeline import ensure_embeddings, ensure_twins
-    cfg, st, cutoff, model, path = _frozen_setup(args, args.cutoff)
-    with st:
-        fh = model.meta["weights_sha256"]
-        done = _step(f"embeddings up to {_day(cutoff)} with the frozen foundation {path.name}")
-        new, old = ensure_embeddings(cfg, st, model, end=cutoff); done(f"{new} dates embedded, {old} reused")
-        done = _step(f"fine-tune the pilot twins at cutoff {_day(cutoff)}")
-        s = ensure_twins(cfg, st, cutoff, fh, tickers=_tickers(args.tickers), n_jobs=args.n_jobs, resume=not args.no_resume)
-        done(", ".join(f"{v} {k}" for k, v in s["status"].value_counts().items()))
+    from stock_twins.pipeline import run_retrain
+    from stock_twins.store import Store
+    cfg = _job_cfg(args)
+    with Store.from_config(cfg) as st:
+        s = run_retrain(cfg, st, args.cutoff, _tickers(args.tickers), args.n_jobs, not args.no_resume, args.foundation)
         cols = [c for c in ("ticker", "status", "epochs", "best_epoch", "val_loss_init", "val_loss", "seconds", "reason") if c in s]
         print(s[cols].to_string(index=False, na_rep="", float_format="{:.4f}".format))
-        print(f"checkpoints: {cfg.twins.checkpoint_dir}")
+        print(f"checkpoints: {Path(cfg.data.checkpoint_dir) / 'twin'}")
     return 0
 
 def cmd_predict(args) -> int:
     "Ranked forecasts for a date (default: the latest) from the twins and the fallback."
-    from stock_twins.pipeline import ensure_embeddings, ensure_fallback, format_ranked, predict_ranked, save_predictions
-    cfg, st, date, model, path = _frozen_setup(args, args.date)
-    with st:
-        ensure_embeddings(cfg, st, model, end=date, days=1, progress=False)
-        done = _step("LightGBM fallback for stocks without a twin")
-        fb, fdir, reused = ensure_fallback(cfg, st, date); done(f"{'reused' if reused else 'trained'} {fdir}")
-        ranked = predict_ranked(cfg, st, model.meta["weights_sha256"], fb, date, _tickers(args.tickers))
-        print(f"ranked forecasts for the 5 trading days after {_day(date)} (foundation {path.name}):\n" + format_ranked(ranked))
+    from stock_twins.pipeline import format_ranked, run_predict, save_predictions
+    from stock_twins.store import Store
+    cfg = _job_cfg(args)
+    with Store.from_config(cfg) as st:
+        ranked, stem = run_predict(cfg, st, args.date, _tickers(args.tickers), args.foundation)
+        print(f"ranked forecasts for the 5 trading days after {_day(ranked['date'].iloc[0])} (foundation {stem.name}):\n" + format_ranked(ranked))
         if args.tickers: print("not stored: a ranking of some stocks only (run without --tickers to store the whole day's table)")
         else: print(f"written: {save_predictions(st, ranked, cfg.main.out_dir)} and table predictions of {st.path}")
     return 0

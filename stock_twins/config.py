@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -35,8 +35,21 @@ _SECTORS: dict[str, list[str]] = {
 _NON_PILOT = {"LLY", "BBY", "RRC", "GE"}  # in the bundled sample, not among ARCHITECTURE.md's 50 pilots
 _PILOT = [t for ts in _SECTORS.values() for t in ts if t not in _NON_PILOT]
 
+_MOVED = {("foundation", "checkpoint_dir"): "data.checkpoint_dir", ("twins", "checkpoint_dir"): "data.checkpoint_dir"}
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data):
+        "A clear message for a key that moved to another section."
+        sec = getattr(cls, "section_name", None)
+        if isinstance(data, dict):
+            for (s, k), to in _MOVED.items():
+                if s == sec and k in data:
+                    raise ValueError(f"{s}.{k} was replaced by {to} (every checkpoint now lives under <{to}>/<kind>/...): move the setting there")
+        return data
 
 class ProjectConfig(_Section):
     "Project-wide settings."
@@ -89,6 +102,7 @@ class GraphConfig(_Section):
 
 class FoundationConfig(_Section):
     "The shared foundation model and its pretraining."
+    section_name: ClassVar[str] = "foundation"
     hidden: int = Field(256, ge=8, description="TFT hidden size (the temporal embedding's width).")
     gat_heads: int = Field(8, ge=1, description="Attention heads per GAT layer.")
     gat_dim: int = Field(128, ge=8, description="Width of the GAT output.")
@@ -98,10 +112,10 @@ class FoundationConfig(_Section):
     epochs: int = Field(10, ge=1, description="Pretraining epochs (one epoch = every training date once).")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
     dates_per_batch: int = Field(8, ge=1, description="Dates (cross-sections) per optimisation step.")
-    checkpoint_dir: str = Field("data/checkpoints/foundation", description="Where foundation checkpoints (safetensors + JSON) are written.")
 
 class TwinConfig(_Section):
     "Digital twins: shape, fine-tuning and weekly retraining."
+    section_name: ClassVar[str] = "twins"
     lora_rank: int = Field(16, ge=1, description="Rank of the LoRA adapter on the 128-d foundation embedding.")
     stock_dim: int = Field(64, ge=1, description="Width of the learnable stock embedding.")
     regime_dim: int = Field(32, ge=1, description="Width of each of the 4 regime embeddings.")
@@ -114,7 +128,6 @@ class TwinConfig(_Section):
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate for fine-tuning.")
     loss_weights: dict[str, float] = Field(default_factory=lambda: {"ret": 1.0, "hit": 1.0, "vol": 0.5, "quantile": 1.0, "regime": 0.5},
                                            description="Weights of the twin's losses.")
-    checkpoint_dir: str = Field("data/checkpoints/twins", description="Where twin checkpoints (safetensors + JSON) are written.")
     n_jobs: int = Field(2, ge=1, description="Local processes for retraining all twins (joblib).")
     ray_address: str | None = Field(None, description="Ray cluster address; when set, retraining fans out with Ray instead of joblib.")
 

@@ -4,31 +4,23 @@
 
 # %% ../nbs/25_fallback.ipynb #807adf4d
 from __future__ import annotations
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 import numpy as np
 import pandas as pd
-from . import __version__
 from .baselines import training_xy, lgbm
+from .checkpoint import CheckpointError, json_hash, load_artifact, payload_path, record_path, save_artifact
 from .config import Config, REGIMES, load_config
 from .schema import PROB_COLUMNS, VALUE_COLUMNS, Forecaster, Panel, prediction_frame
-from .store import atomic_write
 
 # %% auto #0
-__all__ = ['HEADS', 'META_FILE', 'FallbackError', 'LightGBMFallback', 'BoundFallback']
+__all__ = ['HEADS', 'LightGBMFallback', 'BoundFallback']
 
 # %% ../nbs/25_fallback.ipynb #0078f74c
 HEADS = ("ret", "dir", "vol", "q10", "q50", "q90", "regime")   # one booster each; `regime` only when trained with regimes
 _TAUS = {"q10": 0.1, "q50": 0.5, "q90": 0.9}
-META_FILE = "fallback.json"   # metadata written beside the model files
-_FORMAT = 1                   # version of the saved layout
-
-class FallbackError(ValueError):
-    "A saved fallback that cannot be loaded: missing, corrupt or tampered files."
 
 def _regime_now(rows: pd.DataFrame, regimes: pd.DataFrame | None) -> np.ndarray:
     "The regime at t of each row (NaN where unknown or unlabelled), from a [date, ticker, regime] frame."
@@ -162,61 +154,49 @@ def _bind(self: LightGBMFallback, features: pd.DataFrame, regimes: pd.DataFrame 
 LightGBMFallback.bind = _bind
 
 # %% ../nbs/25_fallback.ipynb #d9405311
-def _sha256(b: bytes) -> str: return hashlib.sha256(b).hexdigest()
+def _settings(self: LightGBMFallback) -> dict:
+    return dict(horizon=self.horizon, seed=self.seed, n_estimators=self.n_estimators, every=self.every, regime=self.regime, params=self.params)
 
-def _save(self: LightGBMFallback, path: str | os.PathLike) -> Path:
-    "Write the boosters (LightGBM text format) and fallback.json (settings, features, sha256 per file) into the folder `path`."
+def _save(self: LightGBMFallback,
+          stem: str | os.PathLike,         # where (see `stock_twins.checkpoint.artifact_stem`)
+          config_hash: str | None = None,  # hash of what determined it (the job's recipe); None: the settings and training span
+         ) -> Path:
+    "Write the boosters and their record as a `fallback` artefact; returns the stem."
     import lightgbm as lgb
     self._check_fitted()
-    d = Path(path); d.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for h, b in self.boosters_.items():
-        text = b.model_to_string().encode()
-        with atomic_write(d / f"{h}.txt") as f: f.write(text)
-        files[h] = {"file": f"{h}.txt", "sha256": _sha256(text)}
-    meta = dict(format=_FORMAT, model=self.name, stock_twins=__version__, lightgbm=lgb.__version__,
-                horizon=self.horizon, seed=self.seed, n_estimators=self.n_estimators, n_jobs=self.n_jobs, every=self.every,
-                regime=self.regime, params=self.params, features=list(self.features_), regime_features=list(self.regime_features_),
-                regime_classes=list(self.classes_), vol_scale=self.vol_scale_, train_start=f"{self.train_start_:%Y-%m-%d}",
-                train_end=f"{self.train_end_:%Y-%m-%d}", n_train=int(self.n_train_), files=files)
-    with atomic_write(d / META_FILE, "w") as f: json.dump(meta, f, indent=1)
-    return d
+    arrays = {h: np.frombuffer(b.model_to_string().encode(), dtype=np.uint8) for h, b in self.boosters_.items()}
+    meta = dict(model=self.name, lightgbm=lgb.__version__, **_settings(self), n_jobs=self.n_jobs, heads=list(self.boosters_),
+                features=list(self.features_), regime_features=list(self.regime_features_), regime_classes=list(self.classes_),
+                vol_scale=self.vol_scale_, train_start=f"{self.train_start_:%Y-%m-%d}", train_end=f"{self.train_end_:%Y-%m-%d}",
+                n_train=int(self.n_train_))
+    ch = config_hash or json_hash({**_settings(self), "train_start": meta["train_start"], "train_end": meta["train_end"]})
+    save_artifact(stem, arrays, kind="fallback", cutoff=self.train_end_, config_hash=ch, meta=meta, framework="np")
+    return Path(stem)
 
 def _load(cls, path: str | os.PathLike) -> LightGBMFallback:
-    "A fallback saved by `save`, each model file checked against its sha256 before it is parsed."
+    "A fallback saved by `save`, its payload checked against its record before any booster is parsed."
     import lightgbm as lgb
-    d = Path(path); mp = d / META_FILE
-    if not mp.is_file(): raise FileNotFoundError(f"no saved fallback in {d}: {META_FILE} is missing")
-    try: meta = json.loads(mp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise FallbackError(f"{mp}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT or meta.get("model") != "fallback":
-        raise FallbackError(f"{mp}: not a fallback saved in format {_FORMAT}")
+    arrays, rec = load_artifact(path, "fallback")
+    meta, where = rec["meta"], payload_path(path)
     try:
         m = cls(horizon=meta["horizon"], seed=meta["seed"], n_estimators=meta["n_estimators"], n_jobs=meta["n_jobs"],
                 every=meta["every"], regime=meta["regime"], params=meta["params"])
-        files, feats = meta["files"], list(meta["features"])
+        feats = list(meta["features"])
         need = [h for h in HEADS if h != "regime"] + (["regime"] if meta["regime_classes"] else [])
-        if sorted(files) != sorted(need): raise FallbackError(f"{mp}: model files for {sorted(files)}, expected {sorted(need)}")
+        if sorted(arrays) != sorted(need): raise CheckpointError(f"{where}: boosters for {sorted(arrays)}, expected {sorted(need)}")
         boosters = {}
         for h in need:
-            name, want = files[h]["file"], files[h]["sha256"]
-            if Path(name).name != name: raise FallbackError(f"{mp}: model file name {name!r} is not a plain file name")
-            p = d / name
-            if not p.is_file(): raise FallbackError(f"{p}: model file is missing")
-            raw = p.read_bytes()
-            if _sha256(raw) != want:
-                raise FallbackError(f"{p}: sha256 {_sha256(raw)[:12]}... does not match {want[:12]}... in {META_FILE}: the file is corrupt or was modified")
-            try: boosters[h] = lgb.Booster(model_str=raw.decode())
-            except (lgb.basic.LightGBMError, UnicodeDecodeError) as e: raise FallbackError(f"{p}: not a LightGBM model ({e})") from None
+            try: boosters[h] = lgb.Booster(model_str=bytes(arrays[h]).decode())
+            except (lgb.basic.LightGBMError, UnicodeDecodeError) as e: raise CheckpointError(f"{where}: head {h!r} is not a LightGBM model ({e})") from None
             nf = len(feats) + (1 if h == "regime" else 0)
-            if boosters[h].num_feature() != nf: raise FallbackError(f"{p}: model has {boosters[h].num_feature()} features, {META_FILE} lists {nf}")
+            if boosters[h].num_feature() != nf: raise CheckpointError(f"{where}: head {h!r} has {boosters[h].num_feature()} features, the record lists {nf}")
         k = len(meta["regime_classes"])
         if k and boosters["regime"].num_model_per_iteration() != k:
-            raise FallbackError(f"{d / files['regime']['file']}: model has {boosters['regime'].num_model_per_iteration()} classes, {META_FILE} lists {k}")
+            raise CheckpointError(f"{where}: the regime head has {boosters['regime'].num_model_per_iteration()} classes, the record lists {k}")
         m.boosters_, m.features_, m.regime_features_ = boosters, feats, list(meta["regime_features"])
-        m.classes_, m.vol_scale_, m.n_train_ = [int(k) for k in meta["regime_classes"]], float(meta["vol_scale"]), int(meta["n_train"])
+        m.classes_, m.vol_scale_, m.n_train_ = [int(c) for c in meta["regime_classes"]], float(meta["vol_scale"]), int(meta["n_train"])
         m.train_start_, m.train_end_ = pd.Timestamp(meta["train_start"]), pd.Timestamp(meta["train_end"])
-    except KeyError as e: raise FallbackError(f"{mp}: missing entry {e}") from None
+    except KeyError as e: raise CheckpointError(f"{record_path(path)}: the record lacks {e}") from None
     return m
 
 LightGBMFallback.save = _save

@@ -247,6 +247,10 @@ class GraphStore(ABC):
                           "sector": p["sector"].astype(object).where(p["sector"].notna(), None)})
         return p.sort_values(["weight", "peer"], ascending=[False, True], kind="stable").head(n).reset_index(drop=True)
 
+    def read_many(self, dates) -> dict[pd.Timestamp, pd.DataFrame]:
+        "The edges stored for each of `dates` (each must have a graph), in one batch where the backend allows: {date: edges}."
+        return {pd.Timestamp(d): self.read(d) for d in dates}
+
     def edge_index(self, date, tickers: Sequence[str], asof: bool = False) -> tuple:
         "`to_pyg` tensors (`edge_index` [2, E], `edge_attr` [E, 1]) of the graph stored for `date`, nodes in `tickers` order."
         return to_pyg(self.read(date, asof), tickers)
@@ -304,6 +308,17 @@ class DuckDBGraphStore(GraphStore):
             self.store.con.execute(f"select 1 from {self.NODES} where ticker = ?", [ticker]).fetchone() is not None
     def _edges_on(self, d):
         return self._q(f"select date, src, dst, weight, kind from {self.EDGES} where date = ? order by src, dst, kind", [d.to_pydatetime()])
+    def read_many(self, dates) -> dict[pd.Timestamp, pd.DataFrame]:
+        "The edges stored for each of `dates`, in one query: {date: edges}; a date without a graph is a KeyError."
+        want = [pd.Timestamp(d).normalize() for d in dates]
+        if not want: return {}
+        e = self._q(f"select date, src, dst, weight, kind from {self.EDGES} where date in (select unnest(?)) order by date, src, dst, kind",
+                    [[d.to_pydatetime() for d in want]]) if self.EDGES in self.store.tables() else _empty_edges()
+        by = {pd.Timestamp(d): g for d, g in e.groupby("date")}
+        missing = [d for d in want if d not in by]
+        if missing: raise self._unknown(missing[0])
+        return {d: _canon_edges(by[d]) for d in want}
+
     def _peers_on(self, ticker, d, n):
         return self._q(f"select e.dst as peer, e.weight, n.sector from {self.EDGES} e left join {self.NODES} n on n.ticker = e.dst "
                        f"where e.date = ? and e.src = ? and e.kind = 'corr' order by e.weight desc, e.dst limit ?",

@@ -18,8 +18,9 @@ from .data import check_tickers
 from .regime import REGIME_FEATURES
 from .schema import OPTIONS_FEATURES, PRED_COLUMNS, PROB_COLUMNS, emb_columns, prediction_frame, validate_predictions
 from .store import Store
-from .twin import (DigitalTwin, TwinSpec, forecast_values, list_twins,
-                              load_twin, load_twin_frame, one_thread, retrain_all, twin_config_hash)
+from .twin import DigitalTwin, TwinSpec, forecast_values
+from .twin_data import load_twin_frame
+from .twin_train import list_twins, load_twin, one_thread, retrain_all, twin_config_hash
 
 # %% auto #0
 __all__ = ['TwinStack', 'loop_forward', 'Fallback', 'TwinManager']
@@ -76,12 +77,12 @@ class TwinManager:
                  store: Store,                 # store with embeddings and prices
                  foundation_hash: str,         # sha256 of the foundation behind the stored embeddings
                  fallback: Fallback | None = None, # predicts stocks without a twin
-                 checkpoint_dir: str | Path | None = None, # default: twins.checkpoint_dir
+                 checkpoint_dir: str | Path | None = None, # checkpoint root; default: data.checkpoint_dir
                  name: str = "twin",           # `model` column of twin predictions
                 ):
         if not foundation_hash: raise ValueError("TwinManager needs the foundation_hash of the stored embeddings")
         self.cfg, self.store, self.foundation_hash, self.fallback, self.name = cfg, store, foundation_hash, fallback, name
-        self.checkpoint_dir = Path(checkpoint_dir or cfg.twins.checkpoint_dir)
+        self.checkpoint_dir = Path(checkpoint_dir or cfg.data.checkpoint_dir)
         self.config_hash, self.spec = twin_config_hash(cfg), TwinSpec.from_config(cfg)
         self._twins: dict[str, DigitalTwin] = {}          # checkpoint path -> twin
         self._stacks: dict[tuple, TwinStack] = {}         # checkpoint paths -> stack
@@ -89,8 +90,7 @@ class TwinManager:
 
     def refresh(self) -> TwinManager:
         "Re-read the pilot stocks present in the store and the usable checkpoints."
-        present = (set(self.store.con.execute('select distinct ticker from "embeddings"').df()["ticker"])
-                   if "embeddings" in self.store.tables() else set())
+        present = set(self.store.tickers("embeddings"))
         self.pilots = [t for t in self.cfg.universe.pilot if t in present]
         c = list_twins(self.checkpoint_dir)
         ok = c["error"].isna() & (c["config_hash"] == self.config_hash) & (c["foundation_hash"] == self.foundation_hash)
@@ -133,7 +133,7 @@ class TwinManager:
     def train(self, cutoff, tickers: Sequence[str] | None = None, n_jobs: int | None = None, resume: bool = True,
               progress: bool = True) -> pd.DataFrame:
         "Fine-tune (or resume) the twins for `cutoff` with `retrain_all`, then refresh; returns its summary."
-        cfg = self.cfg.replace(twins={"checkpoint_dir": str(self.checkpoint_dir)})
+        cfg = self.cfg.replace(data={"checkpoint_dir": str(self.checkpoint_dir)})
         s = retrain_all(cfg, self.store, cutoff, tickers=tickers, n_jobs=n_jobs, resume=resume,
                         foundation_hash=self.foundation_hash, progress=progress)
         self.refresh()
@@ -166,8 +166,7 @@ class TwinManager:
     def _check_embedding_hash(self, tickers: list[str], date: pd.Timestamp):
         "A clear error when the stored embeddings of `date` were written by another foundation than the twins'."
         if "embeddings" not in self.store.tables() or "foundation_hash" not in self.store.columns("embeddings"): return
-        e = self.store.con.execute("select ticker, foundation_hash from embeddings where date = ? and ticker in (select unnest(?))",
-                                   [date.to_pydatetime(), list(tickers)]).df()
+        e = self.store.read("embeddings", start=date, end=date, columns=["foundation_hash"], where={"ticker": list(tickers)})
         bad = e[e["foundation_hash"].notna() & (e["foundation_hash"] != "") & (e["foundation_hash"] != self.foundation_hash)]
         if len(bad):
             raise ValueError(f"the embeddings of {date:%Y-%m-%d} for {sorted(bad.ticker)} were written by foundation "

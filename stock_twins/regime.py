@@ -11,8 +11,8 @@ from .data import return_price, validate_prices
 from .features import compute_features
 
 # %% auto #0
-__all__ = ['REQUIRED_INPUTS', 'REGIME_FEATURES', 'UNLABELLED', 'regime_inputs', 'label_regimes', 'market_regime',
-           'regime_durations', 'transition_matrix', 'regime_predictability']
+__all__ = ['REQUIRED_INPUTS', 'REGIME_FEATURES', 'UNLABELLED', 'regime_inputs', 'label_regimes', 'regime_labels', 'label_frame',
+           'market_regime', 'regime_durations', 'transition_matrix', 'regime_predictability']
 
 # %% ../nbs/30_regime.ipynb #2cf8f5a3
 REQUIRED_INPUTS = ("trend_tstat", "efficiency_ratio", "rsi_14", "vol_pct", "hurst_60")  # a row lacking any of these is unlabelled (-1)
@@ -40,11 +40,14 @@ def _wide(v, col: np.ndarray, pos: np.ndarray, n: int) -> pd.DataFrame:
 def regime_inputs(prices: pd.DataFrame, # canonical long price table (stock_twins.data)
                   index: pd.DataFrame | None = None, # canonical table of the market index (for beta_60); None: beta is NaN
                   cfg: Config | RegimeConfig | None = None, # thresholds/windows (section `regime`); None loads the config
+                  features: pd.DataFrame | None = None, # `compute_features` rows already at hand (e.g. the store's table); None computes them
                  ) -> pd.DataFrame:
     "Point-in-time regime inputs per (date, ticker), sorted by (ticker, date), one row per price row."
     rc = _rcfg(cfg)
     p = validate_prices(prices, "regime_inputs prices").sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
-    feats = compute_features(p, index)                            # sorted by (ticker, date), one row per row of p
+    if features is None: feats = compute_features(p, index)     # sorted by (ticker, date), one row per row of p
+    else: feats = p[["date", "ticker"]].merge(features[["date", "ticker", "rsi_14", "beta_60", "hurst_60", "vol_20"]],
+                                              on=["date", "ticker"], how="left", validate="one_to_one")
     if not (feats["date"].to_numpy() == p["date"].to_numpy()).all() or not (feats["ticker"].to_numpy() == p["ticker"].to_numpy()).all():
         raise RuntimeError("compute_features returned rows in another order than (ticker, date)")
     col, pos, n = _sessions(p["ticker"].to_numpy())
@@ -87,6 +90,28 @@ def label_regimes(inputs: pd.DataFrame, # output of `regime_inputs` (needs date,
     m = _rules(inputs, _rcfg(cfg))
     code = np.select([~m["ok"], m["volatile"], m["trending"], m["meanrev"]], [UNLABELLED, 3, 0, 1], default=2)
     return pd.DataFrame({"date": inputs["date"].to_numpy(), "ticker": inputs["ticker"].to_numpy(), "regime": code.astype(np.int8)})
+
+# %% ../nbs/30_regime.ipynb #c24f1916
+def regime_labels(prices: pd.DataFrame, index: pd.DataFrame | None, cfg: Config,
+                  features: pd.DataFrame | None = None, # `compute_features` rows at hand; None computes them
+                 ) -> pd.DataFrame:
+    "Rule-based regime labels [date, ticker, regime] (codes 0..3, -1 unlabelled) of every price row."
+    return label_regimes(regime_inputs(prices, index, cfg, features), cfg)
+
+def label_frame(labels: pd.DataFrame,             # [date, ticker, y_ret, y_vol, y_dir] (compute_labels)
+                regimes: pd.DataFrame | None,     # [date, ticker, regime] or None (y_regime missing)
+                horizon: int,                     # label horizon h
+               ) -> pd.DataFrame:
+    "Labels sorted by (ticker, date) with `y_regime` (regime h rows later, NaN if unknown) and `_end` (the date of the last label day)."
+    lab = labels[["date", "ticker", "y_ret", "y_vol", "y_dir"]].sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+    if regimes is not None:
+        lab = lab.merge(regimes[["date", "ticker", "regime"]], on=["date", "ticker"], how="left")
+        lab["y_regime"] = lab.groupby("ticker", sort=False)["regime"].shift(-horizon)
+        lab = lab.drop(columns="regime")
+    else: lab["y_regime"] = np.nan
+    lab["y_regime"] = lab["y_regime"].where(lab["y_regime"] >= 0).astype("float64")   # -1 (unlabelled) is missing
+    lab["_end"] = lab.groupby("ticker", sort=False)["date"].shift(-horizon)
+    return lab
 
 # %% ../nbs/30_regime.ipynb #48ab9c27
 def market_regime(index: pd.DataFrame, # canonical price table of one index (e.g. load_sample_index())
