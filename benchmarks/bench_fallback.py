@@ -38,7 +38,9 @@ def valid(cfg):
     import pandas as pd
     from stock_twins.baselines import EWMAVol
     from stock_twins.data import load_sample, load_sample_index
-    from stock_twins.evaluation import qlike, regime_labels, score, walk_forward, walk_forward_splits
+    from stock_twins.evaluation import walk_forward, walk_forward_splits
+    from stock_twins.metrics import qlike, score
+    from stock_twins.regime import regime_labels
     from stock_twins.fallback import LightGBMFallback
     from stock_twins.features import compute_features, compute_labels
     ev = cfg.evaluation

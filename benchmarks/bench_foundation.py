@@ -56,7 +56,8 @@ def sample(a):
     from stock_twins.config import load_config
     from stock_twins.data import load_sample, load_sample_index
     from stock_twins.foundation import FoundationSpec
-    from stock_twins.pretrain import REAL_FEATURES, embed, pretrain
+    from stock_twins.embed import embed
+    from stock_twins.pretrain import REAL_FEATURES, pretrain
     from stock_twins.store import Store
     cfg = load_config().replace(data={"store": ":memory:"})
     prices, index = load_sample(cfg), load_sample_index(cfg)
@@ -110,7 +111,8 @@ def evaluation(a):
     from stock_twins.data import load_sample, load_sample_index
     from stock_twins.evaluation import evaluate
     from stock_twins.foundation import FoundationSpec
-    from stock_twins.pretrain import REAL_FEATURES, FoundationForecaster, FoundationProbe
+    from stock_twins.embed import FoundationForecaster, FoundationProbe
+    from stock_twins.pretrain import REAL_FEATURES
     cfg = load_config().replace(data={"store": ":memory:"}, foundation={"train_end": "2004-12-31"})
     prices, index = load_sample(cfg), load_sample_index(cfg)
     spec = FoundationSpec.from_config(cfg, len(REAL_FEATURES), len(cfg.universe.sectors), **_spec_kw(a))

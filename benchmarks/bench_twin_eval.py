@@ -6,9 +6,9 @@ and the twin's ablations (no LoRA, no regime detector, no stock embedding).
     python benchmarks/bench_twin_eval.py --test-start 2015    # the same with test years 2015-2022 (a shorter run)
 
 In steps, or across machines (the harness scores each model on its own rows, so the merged report is the one-run one):
-    python benchmarks/bench_twin_eval.py --only pretrain --save-foundation parts/f.safetensors      # the foundation only
+    python benchmarks/bench_twin_eval.py --only pretrain --save-foundation parts/ck                # the foundation only (a checkpoint root)
     python benchmarks/bench_twin_eval.py --only baselines --no-report --split-preds parts/a         # baselines + fallback
-    python benchmarks/bench_twin_eval.py --only foundation --foundation parts/f.safetensors --no-report --split-preds parts/b
+    python benchmarks/bench_twin_eval.py --only foundation --foundation parts/ck/foundation/all/<name> --no-report --split-preds parts/b
     python benchmarks/bench_twin_eval.py --merge parts/a parts/b                                    # score together, write the report
 
 Protocol. The foundation (reduced: --hidden, --epochs, every --stride-th date) is pretrained ONCE, on data up to
@@ -52,8 +52,8 @@ def _timed(m, seconds: dict):
 
 def _prewarm(fc, prices, index, cfg, model):
     "Embed every date in one pass (one cross-section build) instead of split by split, and check on a few dates that this is point in time."
-    from stock_twins.evaluation import Panel
-    from stock_twins.pretrain import FoundationForecaster
+    from stock_twins.embed import FoundationForecaster
+    from stock_twins.schema import Panel
     t0 = time.perf_counter()
     rows = prices[["date", "ticker"]]
     fc.outputs_on(Panel(rows, rows["date"].min(), rows["date"].max()))
@@ -79,7 +79,9 @@ def _order(names) -> list[str]:
 def _merge(a, cfg, ev, splits, out):
     "Score the predictions of several runs (same splits, rows and labels) together and write one report."
     from pathlib import Path
-    from stock_twins.evaluation import score, validate_predictions, write_report
+    from stock_twins.metrics import score
+    from stock_twins.report import write_report
+    from stock_twins.schema import validate_predictions
     files = [f for d in a.merge for f in sorted(Path(d).glob("pred_*.parquet"))]
     if not files: raise SystemExit(f"--merge: no pred_*.parquet under {a.merge}")
     preds = validate_predictions(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True))
@@ -117,7 +119,7 @@ def main():
     p.add_argument("--only", choices=["all", "baselines", "foundation", "pretrain"], default="all",
                    help="baselines = the baselines and the fallback; foundation = the foundation, its probe and the twins; "
                         "pretrain = only pretrain the foundation (with --save-foundation)")
-    p.add_argument("--save-foundation", default=None, help="save the pretrained foundation to this .safetensors path")
+    p.add_argument("--save-foundation", default=None, help="save the pretrained foundation under this checkpoint root")
     p.add_argument("--foundation", default=None, help="load this foundation checkpoint instead of pretraining (its train_end is checked)")
     p.add_argument("--split-preds", default=None, help="also write each model's predictions to DIR/pred_<model>.parquet")
     p.add_argument("--no-report", action="store_true", help="only predict (with --split-preds): no scoring, no report")
@@ -131,7 +133,9 @@ def main():
     from stock_twins.baselines import make_baselines
     from stock_twins.config import load_config
     from stock_twins.data import load_sample, load_sample_index
-    from stock_twins.evaluation import QUICK_START, QUICK_TICKERS, quick_config, run_walk_forward, score, walk_forward_splits, write_report
+    from stock_twins.evaluation import QUICK_START, QUICK_TICKERS, quick_config, run_walk_forward, walk_forward_splits
+    from stock_twins.metrics import score
+    from stock_twins.report import write_report
     from stock_twins.fallback import LightGBMFallback
 
     t00 = time.perf_counter()
@@ -190,7 +194,7 @@ def main():
 
 
 def _probe(fc):
-    from stock_twins.pretrain import FoundationProbe
+    from stock_twins.embed import FoundationProbe
     return FoundationProbe(fc)
 
 
@@ -221,8 +225,9 @@ def _pretrained(a, cfg, prices, index, f_end):
 
 def _foundation_models(a, cfg, prices, index, f_end):
     "The foundation (pretrained once, up to f_end) and the foundation, probe and twin forecasters on it."
-    from stock_twins.pretrain import FoundationForecaster
-    from stock_twins.twin import TWIN_VARIANTS, DigitalTwin, TwinForecaster, TwinSpec
+    from stock_twins.embed import FoundationForecaster
+    from stock_twins.twin import DigitalTwin, TwinSpec
+    from stock_twins.twin_train import TWIN_VARIANTS, TwinForecaster
     model, dev, spec = _pretrained(a, cfg, prices, index, f_end)
     fc = FoundationForecaster(prices, index, cfg, model=model.to(dev))
     if not a.no_prewarm: _prewarm(fc, prices, index, cfg, model)

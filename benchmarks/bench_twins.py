@@ -3,7 +3,7 @@
 Run: python benchmarks/bench_twins.py [--quick] [--train-500]
 
 All inputs are a SIMULATED market (stock_twins.simulate) with SYNTHETIC foundation embeddings
-(stock_twins.twin.synthetic_embeddings): timings depend only on shapes, but no accuracy figure here means
+(stock_twins.testing.synthetic_embeddings): timings depend only on shapes, but no accuracy figure here means
 anything about the real foundation.
 """
 from __future__ import annotations
@@ -24,8 +24,10 @@ from stock_twins.config import Config
 from stock_twins.manager import TwinManager, TwinStack, loop_forward
 from stock_twins.simulate import simulate_market
 from stock_twins.store import Store
-from stock_twins.twin import (DigitalTwin, TwinSpec, fine_tune, load_twin_frame, one_thread, retrain_all, save_twin,
-                              synthetic_embeddings, twin_config_hash, twin_frame)
+from stock_twins.testing import synthetic_embeddings
+from stock_twins.twin import DigitalTwin, TwinSpec
+from stock_twins.twin_data import load_twin_frame, twin_frame
+from stock_twins.twin_train import fine_tune, one_thread, retrain_all, save_twin, twin_config_hash
 
 FH = "5e" * 32  # foundation hash stand-in (synthetic embeddings)
 
@@ -139,7 +141,7 @@ def bench_retrain(n: int, n_jobs: int):
     print(f"\n## retrain_all: {n} twins, n_jobs={n_jobs} (joblib/loky processes; includes worker start-up and the store read)")
     m, st, cfg = _market_store(n, 500, seed=2)
     with tempfile.TemporaryDirectory() as d:
-        c = cfg.replace(twins={"checkpoint_dir": d}, universe={"pilot": list(m.stocks.ticker)})
+        c = cfg.replace(data={"checkpoint_dir": d}, universe={"pilot": list(m.stocks.ticker)})
         cut = pd.Timestamp(m.prices.date.unique()[480])
         t0 = time.perf_counter()
         s = retrain_all(c, st, cut, n_jobs=n_jobs, foundation_hash=FH, progress=False)
@@ -162,7 +164,7 @@ def bench_universe(n: int, train: bool, n_jobs: int):
     dates = m.prices.date.unique()
     cut, day = pd.Timestamp(dates[300]), pd.Timestamp(dates[310])
     with tempfile.TemporaryDirectory() as d:
-        c = cfg.replace(twins={"checkpoint_dir": d}, universe={"pilot": tickers})
+        c = cfg.replace(data={"checkpoint_dir": d}, universe={"pilot": tickers})
         t0 = time.perf_counter()
         if train:
             s = retrain_all(c, st, cut, n_jobs=n_jobs, foundation_hash=FH, progress=False)

@@ -6,8 +6,8 @@ from fastcore.test import test_eq as _eq, test_close as _close, test_fail as _fa
 
 from stock_twins.config import Config
 from stock_twins.data import load_sample, return_price
-from stock_twins.evaluation import (PRED_COLUMNS, QUICK_START, QUICK_TICKERS, Forecaster, evaluate, prediction_frame,
-                                    validate_predictions)
+from stock_twins.evaluation import QUICK_START, QUICK_TICKERS, evaluate
+from stock_twins.schema import PRED_COLUMNS, Forecaster, prediction_frame, validate_predictions
 from stock_twins.baselines import BASELINES
 
 H, PURGE = 5, 5

@@ -12,9 +12,12 @@ from fastcore.test import test_eq as _eq, test_close as _close, test_fail as _fa
 
 from stock_twins.config import Config
 from stock_twins.data import load_sample, load_sample_index
-from stock_twins.evaluation import (PROB_COLUMNS, VALUE_COLUMNS, Panel, brier, evaluate, hit_rate, interval_coverage, qlike,
-                                    regime_accuracy, regime_labels, score, walk_forward, walk_forward_splits)
-from stock_twins.fallback import HEADS, META_FILE, FallbackError, LightGBMFallback
+from stock_twins.checkpoint import CheckpointError, payload_path, read_record, record_path
+from stock_twins.evaluation import evaluate, walk_forward, walk_forward_splits
+from stock_twins.fallback import HEADS, LightGBMFallback
+from stock_twins.metrics import brier, hit_rate, interval_coverage, qlike, regime_accuracy, score
+from stock_twins.regime import regime_labels
+from stock_twins.schema import PROB_COLUMNS, VALUE_COLUMNS, Panel
 from stock_twins.features import compute_features, compute_labels
 
 TICKERS = ("AAPL", "JNJ", "JPM", "XOM", "BBY", "GE", "LLY", "RRC")
@@ -48,72 +51,68 @@ def _test_panel(data):
 
 def test_round_trip_identical(data, fitted, tmp_path):
     m, _ = fitted
-    m.save(tmp_path / "fb")
-    meta = json.loads((tmp_path / "fb" / META_FILE).read_text())
-    _eq(sorted(meta["files"]), sorted(HEADS))
-    _eq(meta["features"], m.features_)
-    _eq(meta["train_end"], f"{data['split'][0].train_end:%Y-%m-%d}")
-    assert all(len(v["sha256"]) == 64 for v in meta["files"].values())
-    assert not list((tmp_path / "fb").glob(".*.tmp"))                     # atomic writes leave no temp files
-    assert b"pickle" not in (tmp_path / "fb" / "ret.txt").read_bytes()[:200] and \
-        (tmp_path / "fb" / "ret.txt").read_text().startswith("tree")       # LightGBM text format
-    back = LightGBMFallback.load(tmp_path / "fb")
+    stem = m.save(tmp_path / "fallback" / "all" / "fb")
+    rec = read_record(stem, "fallback")
+    _eq(sorted(rec["meta"]["heads"]), sorted(HEADS))
+    _eq(rec["meta"]["features"], m.features_)
+    _eq(rec["meta"]["train_end"], f"{data['split'][0].train_end:%Y-%m-%d}")
+    assert len(rec["sha256"]) == 64
+    assert not list((tmp_path / "fallback" / "all").glob(".*.tmp"))      # atomic writes leave no temp files
+    back = LightGBMFallback.load(stem)
     panel = _test_panel(data)
     _eq(back.predict(panel), m.predict(panel))
     day = data["feats"].date.max()
     _eq(back.predict_latest(data["feats"], NON_PILOT, day, data["regs"]), m.predict_latest(data["feats"], NON_PILOT, day, data["regs"]))
-    m.save(tmp_path / "fb")                                                # saving again over the same folder is fine
-    _eq(LightGBMFallback.load(tmp_path / "fb").predict(panel), m.predict(panel))
+    m.save(stem)                                                           # saving again over the same artefact is fine
+    _eq(LightGBMFallback.load(stem).predict(panel), m.predict(panel))
 
 
 def _saved(m, tmp_path, name="fb"):
-    d = tmp_path / name
-    m.save(d)
-    return d
+    return m.save(tmp_path / "fallback" / "all" / name)
+
+
+def _rewrite(stem, **changes):
+    "Change the record's meta (the payload's hash does not cover the record: the loader's own checks must catch it)."
+    rec = json.loads(record_path(stem).read_text())
+    rec["meta"].update(changes)
+    record_path(stem).write_text(json.dumps(rec))
 
 
 def test_corrupt_or_tampered_files(fitted, tmp_path):
     m, _ = fitted
     d = _saved(m, tmp_path)
-    txt = (d / "vol.txt").read_bytes()
-    (d / "vol.txt").write_bytes(txt[: len(txt) // 2])                       # truncated
-    _fail(lambda: LightGBMFallback.load(d), exc=FallbackError, contains="vol.txt: sha256")
-    (d / "vol.txt").write_bytes(txt.replace(b"shrinkage=", b"shrinkage=9", 1))   # edited
-    _fail(lambda: LightGBMFallback.load(d), exc=FallbackError, contains="corrupt or was modified")
-    # a consistent-looking forgery: garbage with its hash written into the metadata
+    blob = payload_path(d).read_bytes()
+    payload_path(d).write_bytes(blob[: len(blob) // 2])                    # truncated
+    _fail(lambda: LightGBMFallback.load(d), exc=CheckpointError, contains="truncated")
+    payload_path(d).write_bytes(blob.replace(b"shrinkage=", b"shrinkage=9", 1)[: len(blob)])   # edited, same size
+    _fail(lambda: LightGBMFallback.load(d), exc=CheckpointError, contains="does not match")
+    # a consistent-looking forgery: another head's booster under the name 'ret', with its hash recomputed
+    from safetensors.numpy import load, save
     d = _saved(m, tmp_path, "fb2")
-    (d / "dir.txt").write_bytes(b"not a model\n")
-    meta = json.loads((d / META_FILE).read_text())
-    meta["files"]["dir"]["sha256"] = hashlib.sha256(b"not a model\n").hexdigest()
-    (d / META_FILE).write_text(json.dumps(meta))
-    _fail(lambda: LightGBMFallback.load(d), exc=FallbackError, contains="dir.txt: not a LightGBM model")
-    # a model file swapped for another head's (right format, wrong feature count) and its hash
-    d = _saved(m, tmp_path, "fb3")
-    meta = json.loads((d / META_FILE).read_text())
-    meta["files"]["ret"] = meta["files"]["regime"]
-    (d / META_FILE).write_text(json.dumps(meta))
-    _fail(lambda: LightGBMFallback.load(d), exc=FallbackError, contains="features")
-    meta["files"]["ret"] = {"file": "../ret.txt", "sha256": "0" * 64}
-    (d / META_FILE).write_text(json.dumps(meta))
-    _fail(lambda: LightGBMFallback.load(d), exc=FallbackError, contains="not a plain file name")
+    good = load(payload_path(d).read_bytes())
+    arrays = {**good, "ret": good["regime"]}
+    blob = save(arrays); payload_path(d).write_bytes(blob)
+    rec = json.loads(record_path(d).read_text()); rec.update(sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob))
+    record_path(d).write_text(json.dumps(rec))
+    _fail(lambda: LightGBMFallback.load(d), exc=CheckpointError, contains="head 'ret' has")
+    arrays = {**good, "dir": np.frombuffer(b"not a model", dtype=np.uint8)}
+    blob = save(arrays); payload_path(d).write_bytes(blob)
+    rec.update(sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob)); record_path(d).write_text(json.dumps(rec))
+    _fail(lambda: LightGBMFallback.load(d), exc=CheckpointError, contains="head 'dir' is not a LightGBM model")
     d = _saved(m, tmp_path, "fb6")
-    meta = json.loads((d / META_FILE).read_text())
-    meta["regime_classes"] = [0, 1, 2]                                    # metadata that disagrees with the regime model
-    (d / META_FILE).write_text(json.dumps(meta))
-    _fail(lambda: LightGBMFallback.load(d), exc=FallbackError, contains="4 classes, fallback.json lists 3")
+    _rewrite(d, regime_classes=[0, 1, 2])                                 # metadata that disagrees with the regime model
+    _fail(lambda: LightGBMFallback.load(d), exc=CheckpointError, contains="4 classes, the record lists 3")
     d = _saved(m, tmp_path, "fb4")
-    meta = json.loads((d / META_FILE).read_text())
-    del meta["vol_scale"]
-    (d / META_FILE).write_text(json.dumps(meta))
-    _fail(lambda: LightGBMFallback.load(d), exc=FallbackError, contains="missing entry 'vol_scale'")
-    (d / META_FILE).write_text("[]")
-    _fail(lambda: LightGBMFallback.load(d), exc=FallbackError, contains="not a fallback")
-    (d / META_FILE).write_text("{truncated")
-    _fail(lambda: LightGBMFallback.load(d), exc=FallbackError, contains="not valid JSON")
+    rec = json.loads(record_path(d).read_text()); del rec["meta"]["vol_scale"]; record_path(d).write_text(json.dumps(rec))
+    _fail(lambda: LightGBMFallback.load(d), exc=CheckpointError, contains="lacks 'vol_scale'")
+    record_path(d).write_text("[]")
+    _fail(lambda: LightGBMFallback.load(d), exc=CheckpointError, contains="not a checkpoint record")
+    record_path(d).write_text("{truncated")
+    _fail(lambda: LightGBMFallback.load(d), exc=CheckpointError, contains="corrupt checkpoint record")
     d = _saved(m, tmp_path, "fb5")
-    (d / "q90.txt").unlink()
-    _fail(lambda: LightGBMFallback.load(d), exc=FallbackError, contains="q90.txt: model file is missing")
-    _fail(lambda: LightGBMFallback.load(tmp_path / "nowhere"), exc=FileNotFoundError, contains=META_FILE)
+    payload_path(d).unlink()
+    _fail(lambda: LightGBMFallback.load(d), exc=CheckpointError, contains="payload file missing")
+    _fail(lambda: LightGBMFallback.load(tmp_path / "nowhere"), exc=CheckpointError, contains="missing file")
 
 
 def test_unknown_ticker_or_date(data, fitted):

@@ -24,7 +24,9 @@ from fastcore.test import test_eq as _eq, test_fail as _fail
 from stock_twins.config import load_config
 from stock_twins.data import load_sample, load_sample_index
 from stock_twins.foundation import FoundationModel, FoundationSpec, random_batch
-from stock_twins.pretrain import (REAL_FEATURES, CheckpointError, embed, load_foundation, pretrain, save_foundation)
+from stock_twins.checkpoint import CheckpointError, payload_path, record_path
+from stock_twins.embed import embed
+from stock_twins.pretrain import REAL_FEATURES, load_foundation, pretrain, save_foundation
 from stock_twins.store import Store
 
 torch.set_num_threads(1)
@@ -54,7 +56,7 @@ def _model(seed=0) -> FoundationModel:
 @pytest.fixture()
 def ckpt(tmp_path):
     m = _model()
-    return m, save_foundation(m, tmp_path / "f.safetensors")
+    return m, save_foundation(m, tmp_path)
 
 
 def _same_outputs(a: FoundationModel, b: FoundationModel) -> bool:
@@ -81,37 +83,44 @@ def test_no_pickle(ckpt, monkeypatch):
     assert _same_outputs(m, load_foundation(path))
 
 
-def _write(path, weights: bytes, meta: dict | str):
-    path.write_bytes(weights)
-    path.with_suffix(".json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+def _write(stem, weights: bytes, rec: dict | str):
+    "A copy of an artefact under another stem, with the given payload and record."
+    payload_path(stem).write_bytes(weights)
+    if isinstance(rec, dict): rec = {**rec, "file": payload_path(stem).name}
+    record_path(stem).write_text(rec if isinstance(rec, str) else json.dumps(rec))
 
 
 def test_corrupt_and_tampered(ckpt, tmp_path):
-    m, path = ckpt
-    w, meta = path.read_bytes(), json.loads(path.with_suffix(".json").read_text())
-    bad = tmp_path / "bad.safetensors"
-    _write(bad, w[: len(w) // 3], meta)                                  # truncated weights
-    _fail(lambda: load_foundation(bad), contains="truncated, corrupted or replaced", exc=CheckpointError)
-    flipped = bytearray(w); flipped[len(w) // 2] ^= 0xFF                  # one flipped byte
-    _write(bad, bytes(flipped), meta)
-    _fail(lambda: load_foundation(bad), contains="SHA-256", exc=CheckpointError)
     import hashlib
+    m, path = ckpt
+    w, rec = payload_path(path).read_bytes(), json.loads(record_path(path).read_text())
+    meta = rec["meta"]
+    bad = tmp_path / "bad"
+    _write(bad, w[: len(w) // 3], rec)                                    # truncated weights
+    _fail(lambda: load_foundation(bad), contains="truncated or padded", exc=CheckpointError)
+    flipped = bytearray(w); flipped[len(w) // 2] ^= 0xFF                  # one flipped byte
+    _write(bad, bytes(flipped), rec)
+    _fail(lambda: load_foundation(bad), contains="does not match", exc=CheckpointError)
     junk = b"not a safetensors file at all"                               # garbage with a matching hash
-    _write(bad, junk, {**meta, "weights_sha256": hashlib.sha256(junk).hexdigest()})
+    _write(bad, junk, {**rec, "sha256": hashlib.sha256(junk).hexdigest(), "bytes": len(junk)})
     _fail(lambda: load_foundation(bad), contains="not a readable safetensors file", exc=CheckpointError)
-    _write(bad, w, json.dumps(meta)[:-10])                                # broken JSON
-    _fail(lambda: load_foundation(bad), contains="not valid JSON", exc=CheckpointError)
-    _write(bad, w, {**meta, "spec": {**meta["spec"], "hidden": 32}})      # tampered spec
+    _write(bad, w, json.dumps(rec)[:-10])                                 # broken JSON
+    _fail(lambda: load_foundation(bad), contains="corrupt checkpoint record", exc=CheckpointError)
+    _write(bad, w, {**rec, "meta": {**meta, "spec": {**meta["spec"], "hidden": 32}}})      # tampered spec
     _fail(lambda: load_foundation(bad), contains="do not fit the spec", exc=CheckpointError)
-    _write(bad, w, {**meta, "spec": {**meta["spec"], "bogus": 1}})
+    _write(bad, w, {**rec, "meta": {**meta, "spec": {**meta["spec"], "bogus": 1}}})
     _fail(lambda: load_foundation(bad), contains="bogus", exc=CheckpointError)
-    _write(bad, w, {**meta, "scaler": {**meta["scaler"], "scale": [1.0] * len(REAL_FEATURES)}})   # tampered scaler
+    _write(bad, w, {**rec, "meta": {**meta, "scaler": {**meta["scaler"], "scale": [1.0] * len(REAL_FEATURES)}}})   # tampered scaler
     _fail(lambda: load_foundation(bad), contains="scaler", exc=CheckpointError)
-    _write(bad, w, {**meta, "format": "something else"})
-    _fail(lambda: load_foundation(bad), contains="not a stock_twins.foundation/1 checkpoint", exc=CheckpointError)
+    _write(bad, w, {**rec, "format": "something else"})
+    _fail(lambda: load_foundation(bad), contains="not a stock_twins checkpoint record", exc=CheckpointError)
+    _write(bad, w, {**rec, "kind": "twin"})
+    _fail(lambda: load_foundation(bad), contains="a twin checkpoint, expected a foundation", exc=CheckpointError)
+    _write(bad, w, {"format": "stock_twins.foundation/1", **{k: v for k, v in meta.items()}})   # the format before 0.2
+    _fail(lambda: load_foundation(bad), contains="old format", exc=CheckpointError)
     _fail(lambda: load_foundation(path, spec=FoundationSpec.tiny(len(REAL_FEATURES), 11, embed_dim=16)),
           contains="spec mismatch", exc=CheckpointError)
-    _fail(lambda: load_foundation(tmp_path / "nope.safetensors"), contains="missing", exc=FileNotFoundError)
+    _fail(lambda: load_foundation(tmp_path / "nope"), contains="missing", exc=CheckpointError)
     assert _same_outputs(m, load_foundation(path))                       # the original is still fine
 
 
@@ -120,14 +129,15 @@ def test_checkpoint_without_static_encoders_is_refused(ckpt, tmp_path):
     import hashlib
     from safetensors.torch import load, save
     m, path = ckpt
-    meta = json.loads(path.with_suffix(".json").read_text())
-    state = load(path.read_bytes())
+    rec = json.loads(record_path(path).read_text())
+    state = load(payload_path(path).read_bytes())
     old = {k: v for k, v in state.items() if not k.startswith("temporal.static.") and not k.startswith("temporal.enrichment.")
            and "context" not in k.split(".")[-2] and "_l1" not in k}  # no static encoders, enrichment, VSN context, 2nd LSTM layer
     assert len(old) < len(state)
     blob = save(old)
-    bad = tmp_path / "old.safetensors"
-    _write(bad, blob, {**meta, "spec": {**meta["spec"], "lstm_layers": 1}, "weights_sha256": hashlib.sha256(blob).hexdigest()})
+    bad = tmp_path / "old"
+    _write(bad, blob, {**rec, "meta": {**rec["meta"], "spec": {**rec["meta"]["spec"], "lstm_layers": 1}},
+                       "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)})
     _fail(lambda: load_foundation(bad), contains="do not fit the spec", exc=CheckpointError)
 
 

@@ -11,12 +11,16 @@ from fastcore.test import test_close as _close, test_eq as _eq, test_fail as _fa
 from stock_twins.data import ingest_prices
 
 from stock_twins.config import Config
-from stock_twins.evaluation import PRED_COLUMNS, prediction_frame
+from stock_twins.checkpoint import CheckpointError, payload_path, read_record, record_path
 from stock_twins.manager import TwinManager, TwinStack, loop_forward
+from stock_twins.regime import REGIME_FEATURES
+from stock_twins.schema import PRED_COLUMNS, prediction_frame
 from stock_twins.simulate import simulate_market
 from stock_twins.store import Store
-from stock_twins.twin import (REGIME_FEATURES, CheckpointError, DigitalTwin, TwinSpec, checkpoint_path, fine_tune, list_twins,
-                              load_twin, read_twin_meta, retrain_all, save_twin, synthetic_embeddings, twin_config_hash, twin_frame)
+from stock_twins.testing import SyntheticFoundation, synthetic_embeddings
+from stock_twins.twin import DigitalTwin, TwinSpec
+from stock_twins.twin_data import twin_frame
+from stock_twins.twin_train import fine_tune, list_twins, load_twin, retrain_all, save_twin, twin_config_hash, twin_stem
 
 FH = "c0ffee" * 10 + "abcd"  # a foundation hash (64 hex digits); the embeddings below are SYNTHETIC
 
@@ -30,8 +34,8 @@ def market():
 def cfg(market, tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
     return market.config(Config(), n_pilot=3).replace(
-        twins={"checkpoint_dir": str(d), "max_epochs": 25, "lora_rank": 2, "stock_dim": 4, "regime_dim": 4, "hidden": 8},
-        foundation={"embed_dim": 8}, data={"store": str(tmp_path_factory.mktemp("db") / "st.duckdb")})
+        twins={"max_epochs": 25, "lora_rank": 2, "stock_dim": 4, "regime_dim": 4, "hidden": 8},
+        foundation={"embed_dim": 8}, data={"store": str(tmp_path_factory.mktemp("db") / "st.duckdb"), "checkpoint_dir": str(d)})
 
 
 @pytest.fixture(scope="module")
@@ -112,36 +116,37 @@ def test_checkpoint_roundtrip_and_refusals(frame, cfg, market, tmp_path):
     twin, met = fine_tune("S0003", frame, TwinSpec.from_config(cfg), cfg, cut)
     ch = twin_config_hash(cfg)
     p = save_twin(twin, tmp_path, "S0003", cut, ch, FH, met)
-    _eq(p, checkpoint_path(tmp_path, "S0003", cut))
-    back, meta = load_twin(p, ch, FH)
+    _eq(p, twin_stem(tmp_path, "S0003", cut, ch, FH))
+    back, rec = load_twin(p, ch, FH)
     for (k, v), w in zip(twin.state_dict().items(), back.state_dict().values()):
         assert torch.equal(v, w), k
-    _eq(meta["spec"], twin.spec.to_dict())
-    _eq(meta["metrics"]["n_train"], met["n_train"])
-    assert meta["weights_sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
-    assert b"pickle" not in p.read_bytes()[:200] and p.read_bytes()[8:9] == b"{"  # safetensors: 8-byte length + JSON header
+    _eq(rec["meta"]["spec"], twin.spec.to_dict())
+    _eq(rec["meta"]["metrics"]["n_train"], met["n_train"])
+    w = payload_path(p)
+    assert rec["sha256"] == hashlib.sha256(w.read_bytes()).hexdigest()
+    assert b"pickle" not in w.read_bytes()[:200] and w.read_bytes()[8:9] == b"{"  # safetensors: 8-byte length + JSON header
 
     _fail(lambda: load_twin(p, twin_config_hash(cfg.replace(twins={"patience": 3})), FH), exc=CheckpointError, contains="another configuration")
     _fail(lambda: load_twin(p, ch, "0" * 64), exc=CheckpointError, contains="another foundation")
 
-    good = p.read_bytes()
+    good = w.read_bytes()
     flipped = bytearray(good); flipped[-20] ^= 0xFF
-    p.write_bytes(bytes(flipped))
-    _fail(lambda: load_twin(p, ch, FH), exc=CheckpointError, contains="checksum")
-    p.write_bytes(good[: len(good) // 2])
+    w.write_bytes(bytes(flipped))
+    _fail(lambda: load_twin(p, ch, FH), exc=CheckpointError, contains="does not match")
+    w.write_bytes(good[: len(good) // 2])
     _fail(lambda: load_twin(p, ch, FH), exc=CheckpointError, contains="truncated")
     # a consistent record whose weights are garbage: refused when loading, not silently
     junk = b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + b"\x00" * 32
-    p.write_bytes(junk)
-    j = p.with_suffix(".json")
-    m = json.loads(j.read_text()); m.update(weights_sha256=hashlib.sha256(junk).hexdigest(), weights_bytes=len(junk))
+    w.write_bytes(junk)
+    j = record_path(p)
+    m = json.loads(j.read_text()); m.update(sha256=hashlib.sha256(junk).hexdigest(), bytes=len(junk))
     j.write_text(json.dumps(m))
-    _fail(lambda: load_twin(p, ch, FH), exc=CheckpointError, contains="do not load")
-    j.write_text('{"format": "stock_twins.twin/1", "tick')
+    _fail(lambda: load_twin(p, ch, FH), exc=CheckpointError, contains="not a readable safetensors file")
+    j.write_text('{"format": "stock_twins.artifact/2", "tick')
     _fail(lambda: load_twin(p, ch, FH), exc=CheckpointError, contains="corrupt checkpoint record")
     _eq(list_twins(tmp_path).error.notna().tolist(), [True])
-    p.unlink(); j.unlink()
-    _fail(lambda: read_twin_meta(p), exc=CheckpointError, contains="missing")
+    w.unlink(); j.unlink()
+    _fail(lambda: read_record(p), exc=CheckpointError, contains="missing")
 
 
 def test_retrain_all_resumable_in_processes(store, cfg, market):
@@ -188,7 +193,7 @@ def test_manager_routes_and_refuses(store, cfg, market):
 
 def test_options_twin_end_to_end(frame, cfg, market, tmp_path):
     "An options twin trains on (random, clearly fake) options features, checkpoints, and refuses to run without them."
-    from stock_twins.twin import OPTIONS_FEATURES
+    from stock_twins.schema import OPTIONS_FEATURES
     rng = np.random.default_rng(0)
     opts = frame[["date", "ticker"]].assign(**{c: rng.standard_normal(len(frame)) for c in OPTIONS_FEATURES})
     fr = frame.merge(opts, on=["date", "ticker"])
@@ -243,8 +248,8 @@ def test_ablated_checkpoints_roundtrip_and_old_records_load_as_full(frame, cfg, 
         spec = TwinSpec.from_config(cfg, **{k: False})
         twin, met = fine_tune("S0001", frame, spec, cfg, cut)
         p = save_twin(twin, tmp_path / k, "S0001", cut, "x" * 64, FH, met)
-        back, meta = load_twin(p)
-        _eq((back.spec, meta["spec"][k]), (spec, False))
+        back, rec = load_twin(p)
+        _eq((back.spec, rec["meta"]["spec"][k]), (spec, False))
         e, r = torch.randn(3, 8), torch.randn(3, 6)
         torch.testing.assert_close(back(e, r)["exp_return"], twin(e, r)["exp_return"])
     # a record written before the switches existed: its spec has none of them, and it loads as a full twin
@@ -252,40 +257,21 @@ def test_ablated_checkpoints_roundtrip_and_old_records_load_as_full(frame, cfg, 
     p = save_twin(twin, tmp_path / "old", "S0002", cut, "x" * 64, FH, met)
     j = p.with_suffix(".json")
     m = json.loads(j.read_text())
-    for k in ABLATIONS: del m["spec"][k]
+    for k in ABLATIONS: del m["meta"]["spec"][k]
     j.write_text(json.dumps(m))
     back, _ = load_twin(p)
     _eq(back.spec, twin.spec)
 
 
-class _SyntheticFoundation:
-    "Stand-in for FoundationForecaster: SYNTHETIC embeddings behind the interface TwinForecaster uses."
-    refit = False
-
-    def __init__(self, prices, index, cfg):
-        from types import SimpleNamespace
-        self.prices, self.index, self.cfg, self.fits = prices, index, cfg, 0
-        self.emb = synthetic_embeddings(prices, index, dim=8)
-        self.model, self._ns = None, SimpleNamespace
-
-    def fit(self, train):
-        if self.model is None:
-            self.fits += 1
-            self.model = self._ns(spec=self._ns(embed_dim=8), meta={"train_end": f"{train.end:%Y-%m-%d}"})
-        return self
-
-    def outputs_on(self, panel):
-        return panel.rows()[["date", "ticker"]].merge(self.emb, on=["date", "ticker"], how="left")
-
-
 def test_twin_forecaster_through_the_harness(market, cfg):
-    from stock_twins.evaluation import PROB_COLUMNS, VALUE_COLUMNS, walk_forward, walk_forward_splits
+    from stock_twins.evaluation import walk_forward, walk_forward_splits
     from stock_twins.features import compute_features, compute_labels
-    from stock_twins.twin import TwinForecaster
+    from stock_twins.schema import PROB_COLUMNS, VALUE_COLUMNS
+    from stock_twins.twin_train import TwinForecaster
     d = market.prices.date.unique()
     prices = market.prices[(market.prices.ticker != "S0004") | (market.prices.date >= d[300])].reset_index(drop=True)  # S0004: late
     c = cfg.replace(twins={"max_epochs": 8})
-    fnd = _SyntheticFoundation(prices, market.index, c)
+    fnd = SyntheticFoundation(prices, market.index, c)
     models = TwinForecaster.variants(fnd, ["twin", "twin_no_regime"], n_jobs=1)
     split = walk_forward_splits(d, d[360], d[-1], "monthly", 5, 5)[:1]
     with pytest.warns(UserWarning, match=r"no twin for \['S0004'\].*too little history"):
@@ -301,7 +287,7 @@ def test_twin_forecaster_through_the_harness(market, cfg):
     log = models[0].fit_log()
     _eq(sorted(log.status), ["failed", "trained", "trained", "trained"])
     # the same fine-tunes in two worker processes give the same twins (seeded per ticker)
-    par = TwinForecaster(_SyntheticFoundation(prices, market.index, c), n_jobs=2)
+    par = TwinForecaster(SyntheticFoundation(prices, market.index, c), n_jobs=2)
     with pytest.warns(UserWarning, match="S0004"):
         par.fit(_train_panel(prices, market.index, split[0].train_end))
     _eq(sorted(par.twins_), ["S0001", "S0002", "S0003"])
@@ -311,7 +297,7 @@ def test_twin_forecaster_through_the_harness(market, cfg):
 
 
 def _train_panel(prices, index, end):
-    from stock_twins.evaluation import Panel
+    from stock_twins.schema import Panel
     from stock_twins.features import compute_features
     f = compute_features(prices, index)
     f = f[f.date <= end]
