@@ -13,7 +13,7 @@ from .config import Config, load_config
 from .foundation import FoundationModel, FoundationSpec
 from .graph import DuckDBGraphStore
 from .pretrain import MODEL_KEYS, REAL_FEATURES, CrossSections, DateDataset, build_cross_sections, collate_dates, pretrain
-from .schema import Forecaster, Panel, emb_columns, prediction_frame
+from .schema import FOUNDATION_HEAD_COLUMNS, QUANTILE_COLUMNS, Forecaster, Panel, emb_columns, prediction_frame
 from .store import Store, atomic_write
 
 # %% auto #0
@@ -44,6 +44,14 @@ def _infer(model: FoundationModel, cs: CrossSections, days: Sequence[int], ticke
         rows, o = rows[sel].reset_index(drop=True), o[sel]
     return rows, o
 
+def _named_outputs(o: np.ndarray, spec: FoundationSpec) -> pd.DataFrame:
+    "Columns e0.., exp_return, hit_prob, vol, q.. of `_infer`'s output array."
+    E = spec.embed_dim
+    d = {f"e{i}": o[:, i] for i in range(E)}
+    d.update(exp_return=o[:, E], hit_prob=o[:, E + 1], vol=o[:, E + 2])
+    for j, q in enumerate(spec.quantiles): d[f"q{round(q * 100)}"] = o[:, E + 3 + j]
+    return pd.DataFrame(d)
+
 def _inputs_for(model: FoundationModel, prices, index, dates, cfg: Config, store: Store | None, feats: pd.DataFrame | None = None):
     "Cross-sections up to the last of `dates`, with the checkpoint's features and sectors, and the positions of `dates`."
     dates = pd.DatetimeIndex(pd.to_datetime(list(dates) if not isinstance(dates, (str, pd.Timestamp)) else [dates])).normalize()
@@ -68,16 +76,17 @@ def embed(model: FoundationModel,        # a trained (or loaded) foundation mode
           progress: bool = False,
           feats: pd.DataFrame | None = None, # `compute_features` rows at hand (the store's table); None computes them
          ) -> pd.DataFrame:
-    "Frozen universal embeddings: DataFrame[date, ticker, e0..e{E-1}, foundation_hash], also stored in the 'embeddings' table."
+    "Frozen universal embeddings and the heads' forecasts: DataFrame[date, ticker, e0..e{E-1}, FOUNDATION_HEAD_COLUMNS, foundation_hash], also stored in the 'embeddings' table."
     cfg = cfg or load_config()
     cs, days = _inputs_for(model, prices, index, dates, cfg, store, feats)
     if tickers is not None:
         unknown = [t for t in tickers if t not in cs.tickers]
         if unknown: raise KeyError(f"unknown tickers {unknown}: not in the prices")
     rows, o = _infer(model, cs, days, tickers, batch_dates, progress)
-    E = model.spec.embed_dim
-    emb = pd.DataFrame(o[:, :E], columns=[f"e{i}" for i in range(E)])
-    out = pd.concat([rows, emb], axis=1).assign(foundation_hash=model.meta.get("weights_sha256") or "")  # "" for an unsaved model
+    named = _named_outputs(o, model.spec)
+    heads = named[["exp_return", "hit_prob", "vol", *QUANTILE_COLUMNS]].set_axis(list(FOUNDATION_HEAD_COLUMNS), axis=1)
+    out = pd.concat([rows, named[emb_columns(model.spec.embed_dim)], heads], axis=1)
+    out = out.assign(foundation_hash=model.meta.get("weights_sha256") or "")  # "" for an unsaved model
     out = out.sort_values(["date", "ticker"]).reset_index(drop=True)
     if store is not None: store.upsert("embeddings", out)
     if parquet is not None:
@@ -96,14 +105,6 @@ def predict_heads(model: FoundationModel, prices, index, dates, tickers=None, st
     return out
 
 # %% ../nbs/12_embed.ipynb #215af3c7
-def _named_outputs(o: np.ndarray, spec: FoundationSpec) -> pd.DataFrame:
-    "Columns e0.., exp_return, hit_prob, vol, q.. of `_infer`'s output array."
-    E = spec.embed_dim
-    d = {f"e{i}": o[:, i] for i in range(E)}
-    d.update(exp_return=o[:, E], hit_prob=o[:, E + 1], vol=o[:, E + 2])
-    for j, q in enumerate(spec.quantiles): d[f"q{round(q * 100)}"] = o[:, E + 3 + j]
-    return pd.DataFrame(d)
-
 class FoundationForecaster(Forecaster):
     "The foundation model's heads as a walk-forward model: fit = pretrain up to the training panel's end."
     name, outputs = "foundation", ("exp_return", "hit_prob", "vol", "q10", "q50", "q90")

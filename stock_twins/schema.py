@@ -12,8 +12,9 @@ from .config import REGIMES
 
 # %% auto #0
 __all__ = ['QUANTILES', 'QUANTILE_COLUMNS', 'PROB_COLUMNS', 'VALUE_COLUMNS', 'PRED_COLUMNS', 'LABEL_COLUMNS', 'HARNESS_COLUMNS',
-           'PREDICTION_SOURCES', 'STORED_PRED_COLUMNS', 'OPTIONS_FEATURES', 'PCR_GATE_FEATURES', 'prediction_frame',
-           'validate_predictions', 'stored_predictions', 'Split', 'Panel', 'Forecaster', 'emb_columns']
+           'PREDICTION_SOURCES', 'STORED_PRED_COLUMNS', 'FOUNDATION_HEAD_COLUMNS', 'OPTIONS_FEATURES',
+           'PCR_GATE_FEATURES', 'prediction_frame', 'validate_predictions', 'stored_predictions', 'Split', 'Panel',
+           'Forecaster', 'emb_columns']
 
 # %% ../nbs/00a_schema.ipynb #6f74f991
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)                 # the quantile levels of every model, loss and metric
@@ -165,6 +166,8 @@ class Forecaster(ABC):
 def emb_columns(n: int = 128) -> list[str]:
     "Column names `e0..e{n-1}` of the store's `embeddings` table."
     return [f"e{i}" for i in range(n)]
+
+FOUNDATION_HEAD_COLUMNS = ("f_exp_return", "f_hit_prob", "f_vol", "f_q10", "f_q50", "f_q90")  # the heads' forecasts beside each embedding
 
 OPTIONS_FEATURES = (
     "pcr_volume", "pcr_oi", "pcr_volume_z", "pcr_oi_z", "pcr_volume_otm", "pcr_premium",

@@ -27,6 +27,7 @@ from stock_twins.foundation import FoundationModel, FoundationSpec, random_batch
 from stock_twins.checkpoint import CheckpointError, payload_path, record_path
 from stock_twins.embed import embed
 from stock_twins.pretrain import REAL_FEATURES, load_foundation, pretrain, save_foundation
+from stock_twins.schema import FOUNDATION_HEAD_COLUMNS
 from stock_twins.store import Store
 
 torch.set_num_threads(1)
@@ -212,7 +213,7 @@ def test_embed_writes_store(data, cfg, tmp_path):
     with Store(tmp_path / "s.duckdb") as st:
         e = embed(m, prices, index, dates, tickers=["XOM", "AAPL", "JPM"], store=st, cfg=cfg)
         _eq(len(e), 4 * 3)
-        _eq(list(e.columns), ["date", "ticker"] + [f"e{i}" for i in range(m.spec.embed_dim)] + ["foundation_hash"])
+        _eq(list(e.columns), ["date", "ticker"] + [f"e{i}" for i in range(m.spec.embed_dim)] + list(FOUNDATION_HEAD_COLUMNS) + ["foundation_hash"])
         _eq(set(e.foundation_hash), {""})                                   # an unsaved model has no weights hash
         embed(m, prices, index, dates[-2:], store=st, cfg=cfg)              # all 4 stocks on 2 dates: upsert, no duplicates
     with Store(tmp_path / "s.duckdb", read_only=True) as st:
