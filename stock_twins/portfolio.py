@@ -18,16 +18,23 @@ __all__ = ['RULES', 'day_forecasts', 'wide_prices', 'as_weights', 'priority_scor
            'SkfolioRule', 'BuyAndHold', 'make_rule']
 
 # %% ../nbs/50_portfolio.ipynb #6dbf8643
+def _day_tickers(forecasts: pd.DataFrame) -> np.ndarray:
+    "The tickers of one date's forecasts, checked (one date, one row per ticker)."
+    if not isinstance(forecasts, pd.DataFrame): raise TypeError(f"forecasts: expected a DataFrame, got {type(forecasts).__name__}")
+    if "ticker" not in forecasts: raise ValueError("forecasts: no ticker column")
+    if "date" in forecasts and len(forecasts):
+        d = forecasts["date"].to_numpy()
+        if (d != d[0]).any(): raise ValueError(f"forecasts for {forecasts['date'].nunique()} dates: pass one date's rows")
+    t = forecasts["ticker"].to_numpy()
+    if pd.Index(t).has_duplicates:
+        dup = pd.Index(t)[pd.Index(t).duplicated()]
+        raise ValueError(f"forecasts: several rows for {sorted(dup.unique())[:5]} (one model per call: filter on `model` first)")
+    return t
+
 def day_forecasts(forecasts: pd.DataFrame, # one date's forecasts in the prediction schema (one row per ticker)
                  ) -> pd.DataFrame:
     "The forecasts indexed by ticker, checked to be one date with one row per ticker."
-    if not isinstance(forecasts, pd.DataFrame): raise TypeError(f"forecasts: expected a DataFrame, got {type(forecasts).__name__}")
-    if "ticker" not in forecasts: raise ValueError("forecasts: no ticker column")
-    if "date" in forecasts and forecasts["date"].nunique() > 1:
-        raise ValueError(f"forecasts for {forecasts['date'].nunique()} dates: pass one date's rows")
-    dup = forecasts["ticker"].duplicated()
-    if dup.any(): raise ValueError(f"forecasts: several rows for {sorted(forecasts.loc[dup, 'ticker'].unique())[:5]} "
-                                   "(one model per call: filter on `model` first)")
+    _day_tickers(forecasts)
     return forecasts.set_index("ticker", drop=False)
 
 def wide_prices(prices: pd.DataFrame,        # canonical long price table (date, ticker, ..., adj_close) or a wide date x ticker frame
@@ -47,19 +54,31 @@ def as_weights(w, tickers: Sequence[str] | None = None) -> pd.Series:
     return s if tickers is None else s.reindex(list(tickers), fill_value=0.0)
 
 # %% ../nbs/50_portfolio.ipynb #e7a33e63
+def _col(f: pd.DataFrame, c: str) -> np.ndarray:
+    return f[c].to_numpy(dtype="float64", na_value=np.nan) if c in f else np.full(len(f), np.nan)
+
+def _priority(er: np.ndarray, hit: np.ndarray, vol: np.ndarray, horizon: int) -> np.ndarray:
+    vol_h = np.clip(np.nan_to_num(vol, nan=0.0), 0.0, None) * np.sqrt(horizon / 252)
+    return er * np.where(np.isnan(hit), 0.5, hit) / (1.0 + vol_h)
+
 def priority_score(forecasts: pd.DataFrame, # forecasts with exp_return, hit_prob and vol (annualised)
                    horizon: int = 5,        # forecast horizon in trading days
                   ) -> pd.Series:
     "exp_return x hit_prob / (1 + vol_h), vol_h = vol x sqrt(horizon/252): sign of exp_return, decreasing in vol."
     if horizon < 1: raise ValueError(f"horizon must be >= 1, not {horizon}")
-    vol_h = forecasts["vol"].astype("float64").fillna(0.0).clip(lower=0.0) * np.sqrt(horizon / 252)
-    return (forecasts["exp_return"].astype("float64") * forecasts["hit_prob"].astype("float64") / (1.0 + vol_h)).rename("priority")
+    s = _priority(_col(forecasts, "exp_return"), _col(forecasts, "hit_prob"), _col(forecasts, "vol"), horizon)
+    return pd.Series(s, index=forecasts.index, name="priority")
+
+def _priority_order(score: np.ndarray, er: np.ndarray, tickers: np.ndarray) -> np.ndarray:
+    "Positions sorted by score, then exp_return (both descending, NaN last), then ticker."
+    key = lambda x: np.where(np.isnan(x), np.inf, -x)
+    return np.lexsort((tickers.astype(str), key(er), key(score)))
 
 def rank_by_priority(forecasts: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     "The forecasts with `priority` and `rank` (1 = best), sorted by priority, then exp_return, then ticker."
-    out = forecasts.reset_index(drop=True).assign(priority=lambda d: priority_score(d, horizon))
-    out = out.sort_values(["priority", "exp_return", "ticker"], ascending=[False, False, True], na_position="last", kind="stable")
-    return out.reset_index(drop=True).assign(rank=lambda d: np.arange(1, len(d) + 1))
+    out = forecasts.reset_index(drop=True).assign(priority=lambda d: priority_score(d, horizon).to_numpy())
+    o = _priority_order(out["priority"].to_numpy(), _col(out, "exp_return"), out["ticker"].to_numpy())
+    return out.iloc[o].reset_index(drop=True).assign(rank=np.arange(1, len(out) + 1))
 
 # %% ../nbs/50_portfolio.ipynb #1a203369
 _EPS = 1e-12
@@ -218,7 +237,7 @@ class AllocationRule(ABC):
     def __repr__(self): return f"{type(self).__name__}(name={self.name!r})"
 
 def _universe(forecasts: pd.DataFrame | None, prices: pd.DataFrame | None) -> list[str]:
-    if forecasts is not None and len(forecasts): return list(day_forecasts(forecasts).index)
+    if forecasts is not None and len(forecasts): return list(_day_tickers(forecasts))
     if prices is not None and len(prices): return [c for c in prices.columns if pd.notna(prices[c].iloc[-1])]
     raise ValueError("no universe: pass the day's forecasts (or prices)")
 
@@ -243,19 +262,24 @@ class PriorityRule(AllocationRule):
         p = cfg.portfolio
         return cls(p.priority_top_n, p.priority_weighting, cfg.features.horizon, p.long_only, p.max_gross)
 
-    def _side(self, s: pd.Series, size: float) -> pd.Series:
-        s = s.iloc[:self.top_n]
-        if s.empty: return s
-        w = s.abs() if self.weighting == "score" else pd.Series(1.0, index=s.index)
-        return w / w.sum() * size
+    def _side(self, order: np.ndarray, score: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+        o = order[:self.top_n]
+        if len(o) == 0: return o, np.zeros(0)
+        w = np.abs(score[o]) if self.weighting == "score" else np.ones(len(o))
+        return o, w / w.sum() * size
 
     def target_weights(self, forecasts, current=None, prices=None) -> pd.Series:
-        f = day_forecasts(forecasts).reset_index(drop=True)
-        r = rank_by_priority(f, self.horizon).set_index("ticker")["priority"]
-        pos, neg = r[r > 0], r[r < 0].iloc[::-1]
-        if self.long_only: w = self._side(pos, self.gross)
-        else: w = pd.concat([self._side(pos, self.gross / 2), -self._side(neg, self.gross / 2)])
-        return w.reindex(f["ticker"], fill_value=0.0).rename("weight").rename_axis(None)
+        tick = _day_tickers(forecasts)
+        er = _col(forecasts, "exp_return")
+        s = _priority(er, _col(forecasts, "hit_prob"), _col(forecasts, "vol"), self.horizon)
+        o = _priority_order(s, er, tick)
+        pos, neg = o[s[o] > 0], o[s[o] < 0][::-1]
+        w = np.zeros(len(tick))
+        if self.long_only: i, v = self._side(pos, s, self.gross); w[i] = v
+        else:
+            i, v = self._side(pos, s, self.gross / 2); w[i] = v
+            i, v = self._side(neg, s, self.gross / 2); w[i] = -v
+        return pd.Series(w, index=tick, name="weight")
 
 # %% ../nbs/50_portfolio.ipynb #6151bf8f
 _SKFOLIO_KINDS = ("equal_weight", "min_variance", "max_sharpe", "risk_parity")
