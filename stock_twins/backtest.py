@@ -22,7 +22,7 @@ from .store import atomic_write
 # %% auto #0
 __all__ = ['DEFAULT_FORECAST_MODELS', 'BENCHMARKS', 'CAVEATS', 'BacktestResult', 'decision_dates', 'backtest_rule', 'sharpe',
            'sharpe_difference', 'max_drawdown', 'drawdowns', 'performance', 'planted_forecasts', 'harness_forecasts',
-           'run_backtest', 'backtest_table', 'format_table', 'backtest_plots', 'write_backtest_report']
+           'run_backtest', 'train_policy', 'backtest_table', 'format_table', 'backtest_plots', 'write_backtest_report']
 
 # %% ../nbs/93_backtest.ipynb #e59d3354
 @dataclass
@@ -280,7 +280,7 @@ def run_backtest(predictions=None,                 # harness-schema forecasts: a
 
 def _ppo_runs(preds, px, index_close, cfg, models, ppo_model, seeds, timesteps, start, end, results, save, progress) -> dict:
     "Train PPO per seed on the forecasts before `start`, backtest each seed; add the results; return what was done."
-    from stock_twins.portfolio_env import PolicyRule, make_env_data, save_policy, train_ppo
+    from stock_twins.portfolio_env import PolicyRule, policy_meta, save_policy, train_ppo
     pc = cfg.portfolio
     cols = ("exp_return", "hit_prob", "vol")
     cands = [m for m in ([ppo_model] if ppo_model else sorted(models, key=lambda m: (m != "fallback", m)))]
@@ -288,16 +288,14 @@ def _ppo_runs(preds, px, index_close, cfg, models, ppo_model, seeds, timesteps, 
     if m is None: return {"notes": [f"PPO skipped: no model with {cols} among {cands}"]}
     until = start - pd.Timedelta(days=1)
     train = preds[(preds.model == m) & (preds.date >= pd.Timestamp(pc.ppo_train_start)) & (preds.date <= until)]
-    if train["date"].nunique() < 2 * pc.rebalance_days * 4:
+    if train["date"].nunique() < 8 * pc.rebalance_days:
         return {"notes": [f"PPO skipped: {m} has no forecasts between {pc.ppo_train_start} and {until:%Y-%m-%d} to train on "
                           "(start the test period later, e.g. --start 2011, to train on the first years of the forecasts)"]}
-    tick = sorted(preds.loc[preds.model == m, "ticker"].unique())
-    data = make_env_data(train, px, index_close, cfg, tickers=tick, returns_until=until)
+    data = _ppo_data(preds, m, px, index_close, cfg, until)
     n = int(timesteps or pc.ppo_timesteps)
     runs, saved = [], None
     for k, seed in enumerate(seeds if seeds is not None else pc.ppo_seeds):
         model, secs = train_ppo(data, cfg, seed=seed, timesteps=n, progress=progress)
-        from stock_twins.portfolio_env import policy_meta
         meta = policy_meta(model, data, cfg, seed, secs, n, m)
         name = f"ppo[{m}] seed {seed}"
         rule = PolicyRule(model.policy, meta, index=index_close.name or cfg.data.index_ticker, name=name)
@@ -308,6 +306,48 @@ def _ppo_runs(preds, px, index_close, cfg, models, ppo_model, seeds, timesteps, 
         if save and k == 0: saved = str(save_policy(model, data, cfg, seed, secs, n, m))
     return dict(model=m, train_dates=[f"{data.dates[0]:%Y-%m-%d}", f"{data.dates[-1]:%Y-%m-%d}"], decisions=len(data),
                 timesteps=n, runs=runs, saved=saved)
+
+def _ppo_data(preds: pd.DataFrame, model: str, px: pd.DataFrame, index_close: pd.Series, cfg: Config, until):
+    "EnvData of `model`'s forecasts from ppo_train_start to `until` (returns included up to `until`)."
+    from stock_twins.portfolio_env import make_env_data
+    p = preds[(preds.model == model) & (preds.date >= pd.Timestamp(cfg.portfolio.ppo_train_start)) & (preds.date <= pd.Timestamp(until))]
+    if p.empty: raise ValueError(f"no {model} forecasts between {cfg.portfolio.ppo_train_start} and {pd.Timestamp(until):%Y-%m-%d} to train PPO on")
+    tick = sorted(preds.loc[preds.model == model, "ticker"].unique())
+    return make_env_data(p, px, index_close, cfg, tickers=tick, returns_until=until)
+
+def train_policy(predictions=None,                 # harness-schema forecasts, frame or Parquet (None: the backtest's forecasts file)
+                 cfg: Config | None = None,        # portfolio: ppo_* settings, ppo_train_start/ppo_train_end
+                 model: str = "fallback",          # the forecasts the policy learns from
+                 seeds: Sequence[int] | None = None, timesteps: int | None = None,
+                 train_end=None,                   # last date whose return PPO may learn from (default: ppo_train_end)
+                 prices: pd.DataFrame | None = None, index: pd.DataFrame | None = None, # default: the bundled sample
+                 save: bool = True, progress: bool = True,
+                ) -> dict:
+    "Train PPO with every seed on `model`'s forecasts up to `train_end`, report each seed's in-sample result, save the first seed's policy."
+    from stock_twins.data import load_sample, load_sample_index
+    from stock_twins.portfolio_env import evaluate_policy_on, save_policy, train_ppo
+    cfg = cfg or load_config()
+    pc = cfg.portfolio
+    if predictions is None: predictions = Path(pc.backtest_dir) / "forecasts.parquet"
+    preds = _load_predictions(predictions)
+    if model not in set(preds["model"]): raise ValueError(f"no forecasts of {model!r}; models: {sorted(preds['model'].unique())}")
+    px = wide_prices(prices if prices is not None else load_sample(cfg))
+    ix = wide_prices(index if index is not None else load_sample_index(cfg)); ixc = ix[ix.columns[0]]
+    until = pd.Timestamp(train_end or pc.ppo_train_end)
+    cfg = cfg.replace(portfolio={"ppo_train_end": f"{until:%Y-%m-%d}"})
+    data = _ppo_data(preds, model, px.join(ixc, how="left"), ixc, cfg, until)
+    n = int(timesteps or pc.ppo_timesteps)
+    runs, saved = [], None
+    for k, seed in enumerate(seeds if seeds is not None else pc.ppo_seeds):
+        m, secs = train_ppo(data, cfg, seed=seed, timesteps=n, progress=progress)
+        ev = evaluate_policy_on(m.policy, data, cfg)
+        r = ev["return"].to_numpy()
+        runs.append(dict(seed=seed, train_seconds=round(secs, 1), steps_per_second=round(n / secs), in_sample_weekly_mean=float(r.mean()),
+                         in_sample_weekly_sd=float(r.std()), in_sample_sharpe=float(r.mean() / r.std() * np.sqrt(52)) if r.std() > 0 else np.nan,
+                         turnover_per_step=float(ev["turnover"].mean())))
+        if save and k == 0: saved = save_policy(m, data, cfg, seed, secs, n, model)
+    return dict(model=model, train_dates=(f"{data.dates[0]:%Y-%m-%d}", f"{data.dates[-1]:%Y-%m-%d}"), decisions=len(data), timesteps=n,
+                runs=pd.DataFrame(runs).set_index("seed"), saved=saved)
 
 def backtest_table(results: Mapping[str, BacktestResult], benchmark: str = "equal_weight", block: int = 21, n_boot: int = 1000,
                    seed: int = 0) -> pd.DataFrame:
@@ -360,6 +400,7 @@ def backtest_plots(results: Mapping[str, BacktestResult], out: Path, main: str |
     for k, r in results.items():
         y = r.turnover.groupby(r.turnover.index.year).sum()
         ax.plot(y.index, y.to_numpy(), marker="o", ms=3, lw=1, color=col[k], label=k)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("turnover per year"); ax.set_title("Turnover (sum of |weight changes|)"); ax.legend(fontsize=7, ncol=3)
     save(fig, "turnover.png")
     return names
