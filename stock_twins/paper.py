@@ -17,7 +17,7 @@ from .store import Store, atomic_write
 
 # %% auto #0
 __all__ = ['LEDGER_TABLES', 'stored_forecasts', 'choose_rule', 'target_portfolio', 'format_target', 'save_target_portfolio',
-           'store_forecasts', 'PaperError', 'ledger_days', 'paper_run', 'paper_report']
+           'store_forecasts', 'PaperError', 'ledger_days', 'paper_run', 'is_rebalance_day', 'paper_report']
 
 # %% ../nbs/52_paper.ipynb #2237a545
 def stored_forecasts(store: Store, date) -> pd.DataFrame:
@@ -257,7 +257,8 @@ def paper_run(cfg: Config | None = None,   # config (portfolio: costs, fill, lim
                 store.upsert("paper_runs", pd.DataFrame([dict(date=date, status="filled", at=pd.Timestamp.now(tz="UTC").tz_localize(None))]), key=("date",))
         _pause("after_fills")
         positions, acct = _rows(store, "paper_positions", date), _rows(store, "paper_account", date).iloc[0].to_dict()
-        orders, used = _orders(cfg, store, date, positions, acct, rule)
+        if is_rebalance_day(store, date, cal, cfg.portfolio.rebalance_days): orders, used = _orders(cfg, store, date, positions, acct, rule)
+        else: orders, used = pd.DataFrame(), "hold"
         with store.transaction():
             if len(orders): store.upsert("paper_orders", orders)
             _pause("in_orders")
@@ -269,6 +270,12 @@ def paper_run(cfg: Config | None = None,   # config (portfolio: costs, fill, lim
         return dict(date=date, status="resumed: orders written" if status == "resume" else "done", **_summary(store, date))
     finally:
         if own: store.close()
+
+def is_rebalance_day(store: Store, date, cal: pd.DatetimeIndex, every: int) -> bool:
+    "Whether `date` is a rebalance day: every `every`-th trading day counted from the ledger's first day (which is one)."
+    runs = ledger_days(store)
+    first = runs["date"].min() if len(runs) else pd.Timestamp(date)
+    return (cal.get_loc(pd.Timestamp(date)) - cal.get_loc(first)) % every == 0
 
 def _fill_at_close(store: Store, cfg: Config, date, orders: pd.DataFrame, acct: dict):
     "fill = close: fill today's orders at today's close and rewrite today's positions and account (inside the caller's transaction)."

@@ -25,7 +25,8 @@ DAYS = pd.to_datetime(["2022-12-12", "2022-12-13", "2022-12-14", "2022-12-15", "
 def base(tmp_path_factory):
     "A store with the bundled sample and forecasts (random, labelled 'demo') for one week; its config file."
     d = tmp_path_factory.mktemp("paper_base")
-    cfg = Config().replace(data={"store": str(d / "st.duckdb"), "checkpoint_dir": str(d / "ck")}, portfolio={"paper_dir": str(d / "paper")})
+    cfg = Config().replace(data={"store": str(d / "st.duckdb"), "checkpoint_dir": str(d / "ck")}, portfolio={"paper_dir": str(d / "paper"),
+                                                                                                   "rebalance_days": 1})   # orders every day
     with Store(cfg.data.store) as st:
         ingest_prices(st, load_sample(cfg), "bundled sample", cfg=cfg)
         ingest_prices(st, load_sample_index(cfg), "bundled index", table="index_prices")
