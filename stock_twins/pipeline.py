@@ -237,13 +237,10 @@ def fallback_for(cfg: Config, store: Store, fb, tickers: Sequence[str], date,
     return fb.bind(f[["date", "ticker", *[c for c in FEATURES if c in f]]], r)
 
 # %% ../nbs/70_pipeline.ipynb #61936ef5
-def rank_predictions(preds: pd.DataFrame) -> pd.DataFrame:
-    "Schema predictions with `source` → the stored table's rows: priority score and rank added, best first."
-    p = preds.copy()
-    p["priority"] = p["exp_return"] * p["hit_prob"] * (1 - p["vol"])
-    p = p.sort_values(["priority", "ticker"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    p["rank"] = np.arange(1, len(p) + 1)
-    return stored_predictions(p)
+def rank_predictions(preds: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
+    "Schema predictions with `source` → the stored table's rows: the portfolio layer's priority score and rank added, best first."
+    from stock_twins.portfolio import rank_by_priority
+    return stored_predictions(rank_by_priority(preds, horizon))
 
 def traded_on(store: Store, date) -> list[str]:
     "Tickers with a price on `date`; a clear error when it is not a trading date of the store."
@@ -265,7 +262,7 @@ def predict_ranked(cfg: Config, store: Store, foundation_hash: str, fallback, da
         gone = [t for t in tickers if t not in traded]
         if gone: raise ValueError(f"no price on {date:%Y-%m-%d} for {gone} (halted, delisted or not ingested)")
     mgr = TwinManager(cfg, store, foundation_hash=foundation_hash, fallback=fallback)
-    return rank_predictions(mgr.predict(tickers, date))
+    return rank_predictions(mgr.predict(tickers, date), cfg.features.horizon)
 
 def save_predictions(store: Store, ranked: pd.DataFrame, out_dir: str | Path) -> Path:
     "Upsert the day's table into `predictions` (key date, ticker) and write it as CSV (atomically); returns the CSV path."
@@ -339,17 +336,22 @@ def run_main(cfg: Config | None = None,  # config; None loads it
         bound = fallback_for(cfg, store, fb, traded, cutoff, feats, regs)
         ranked = predict_ranked(cfg, store, fh, bound, cutoff)
         csv = save_predictions(store, ranked, m.out_dir); done()
+        from stock_twins.paper import format_target, save_target_portfolio, target_portfolio
+        done = step("the day's target portfolio (PPO when a trained policy knows the day's stocks, else the priority rule)", progress)
+        tp = target_portfolio(cfg, store, cutoff)                        # from cash, after every limit and cost
+        save_target_portfolio(store, tp); done(f"rule {tp['rule'].iloc[0]}, {int((tp.weight.abs() > 1e-12).sum()) - 1} positions")
         out = dict(date=f"{cutoff:%Y-%m-%d}", stocks=len(ranked), twins=int((ranked["source"] == "twin").sum()),
                    fallback=int((ranked["source"] == "fallback").sum()), foundation=str(fpath),
                    twin_dir=str(Path(cfg.data.checkpoint_dir) / "twin"), fallback_dir=str(fdir), csv=str(csv),
                    store=f"{store.path} (table predictions)", seconds=round(time.perf_counter() - t0, 1))
         if progress:
             print(f"\nranked forecasts for the 5 trading days after {cutoff:%Y-%m-%d} "
-                  f"(priority = exp_return x hit_prob x (1 - vol); vol annualised):\n" + format_ranked(ranked))
+                  f"(priority = exp_return x hit_prob / (1 + vol over the 5 days)):\n" + format_ranked(ranked))
+            print(f"\ntarget portfolio for {cutoff:%Y-%m-%d} (table portfolio):\n" + format_target(tp))
             print(f"\nmain job finished in {out['seconds']:.0f}s; written:\n" + "\n".join(f"  {k:<12} {v}" for k, v in out.items()
                                                                                        if k not in ("date", "seconds")))
             print(store_summary(store))
-        out["ranked"] = ranked
+        out["ranked"], out["portfolio"] = ranked, tp
     finally:
         if own: store.close()
     return out
