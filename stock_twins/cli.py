@@ -11,8 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate', 'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain',
-           'cmd_predict', 'cmd_backtest', 'cmd_ppo', 'cmd_portfolio', 'cmd_paper_run', 'cmd_paper_report',
-           'cmd_paper_load', 'build_parser', 'main']
+           'cmd_predict', 'cmd_options_ingest', 'cmd_options_features', 'cmd_options_generate', 'cmd_backtest',
+           'cmd_ppo', 'cmd_portfolio', 'cmd_paper_run', 'cmd_paper_report', 'cmd_paper_load', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -131,8 +131,67 @@ def cmd_predict(args) -> int:
     return 0
 
 # %% ../nbs/80_cli.ipynb #2d32dacb
+def cmd_options_ingest(args) -> int:
+    "Validate a chain file or folder and load it into `options_chains` (every underlying needs a stored price that day)."
+    from stock_twins.options import ingest_chains, read_chains
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        done = _step(f"ingest option chains {args.source} into {st.path}")
+        ch = read_chains(args.source, args.vendor)
+        n = ingest_chains(st, ch, str(args.source))
+        done(f"{n:,} contracts, {ch.ticker.nunique()} tickers, {ch.date.nunique()} dates {_day(ch.date.min())} .. {_day(ch.date.max())}")
+        if ch["generated"].any(): print("note: these chains are GENERATED (made up by generate_chains): they say nothing about real markets")
+        print(f"options_chains now holds {st.count('options_chains'):,} contracts for {len(st.tickers('options_chains'))} tickers")
+    return 0
+
+def cmd_options_features(args) -> int:
+    "Compute the 40 options features of every stored chain into `options_features`."
+    from stock_twins.options import build_options_features
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        done = _step(f"options features for the chains in {st.path}")
+        s = build_options_features(st, cfg, tickers=_tickers(args.tickers), progress=True)
+        done(f"{s['rows']:,} rows: {s['tickers']} tickers on {s['dates']} dates {_day(s['first'])} .. {_day(s['last'])}, table options_features")
+        if s["generated_rows"]: print(f"note: {s['generated_rows']:,} of these rows come from GENERATED chains: they say nothing about real markets")
+    return 0
+
+def cmd_options_generate(args) -> int:
+    "Write GENERATED chains for stored prices to a file whose name says GENERATED (to try the options layer without data)."
+    import pandas as pd
+    from stock_twins.options import generate_chains, write_chains
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        if "prices" not in st.tables(): raise ValueError(f"no prices in {st.path}: run `stock-twins ingest` first")
+        tickers = _tickers(args.tickers) or st.tickers("prices")
+        last = st.span("prices")[1]
+        start = last - pd.tseries.offsets.BDay(args.days - 1)
+        prices = st.prices(tickers, start - pd.Timedelta(days=60))
+        done = _step(f"GENERATED chains for {len(tickers)} tickers, {_day(start)} .. {_day(last)} (signal {args.signal})")
+        ch = generate_chains(prices, seed=cfg.project.seed if args.seed is None else args.seed, signal=args.signal, start=start, cfg=cfg)
+        done(f"{len(ch):,} contracts written to {write_chains(ch, args.out)}")
+    return 0
+
 def _add_options(sub):
-    "Subcommands of the options layer (`40_options`): none yet."
+    "Subcommands of the options layer (`40_options`): `options ingest`, `options features`, `options generate`."
+    s = sub.add_parser("options", help="option chains: ingest a chain file, compute the 40 options features, write GENERATED example chains")
+    o = s.add_subparsers(dest="options_cmd", required=True, metavar="STEP")
+    a = o.add_parser("ingest", help="validate a chain file or folder (CSV/Parquet, contract or Cboe EOD format) and load it into the store")
+    a.add_argument("--source", required=True, help="CSV/Parquet file or folder of them, local or fsspec URL")
+    a.add_argument("--vendor", default="auto", choices=["auto", "contract", "cboe"], help="file format (default: detect)")
+    a.set_defaults(fn=cmd_options_ingest)
+    a = o.add_parser("features", help="compute the 40 options features for every stored chain (table options_features)")
+    a.add_argument("--tickers", default=None, help="comma-separated tickers (default: every ticker with stored chains)")
+    a.set_defaults(fn=cmd_options_features)
+    a = o.add_parser("generate", help="write GENERATED chains for stored prices (for trying the layer; never market data)")
+    a.add_argument("--out", required=True, help="output .csv, .csv.gz or .parquet file; its name must contain GENERATED")
+    a.add_argument("--tickers", default=None, help="comma-separated tickers (default: every stored ticker)")
+    a.add_argument("--days", type=int, default=260, help="latest trading days to generate (default 260)")
+    a.add_argument("--signal", type=float, default=0.0, help="planted put/call relation strength (default 0: none)")
+    a.add_argument("--seed", type=int, default=None, help="seed (default: project.seed)")
+    a.set_defaults(fn=cmd_options_generate)
 
 # %% ../nbs/80_cli.ipynb #6de6b740
 def _names(s: str | None) -> list[str] | None:

@@ -173,6 +173,25 @@ class MainConfig(_Section):
 class OptionsConfig(_Section):
     "Options chains and their point-in-time features (`40_options`)."
     risk_free_rate: float = Field(0.04, ge=-0.05, le=0.5, description="Flat continuously compounded risk-free rate for Black-Scholes-Merton when no curve is given.")
+    dividend_yield: float = Field(0.0, ge=0, le=0.5, description="Continuous dividend yield of an underlying not listed in dividend_yields.")
+    dividend_yields: dict[str, float] = Field(default_factory=dict, description="Ticker -> continuous dividend yield, overriding dividend_yield.")
+    near_days: int = Field(30, ge=1, description="Expiries at most this many calendar days away count as near-term (pcr_volume_near, pcr_oi_near).")
+    min_expiry_days: int = Field(2, ge=1, description="Expiries closer than this many calendar days are left out of the implied-volatility surface and the dealer greeks.")
+    z_window: int = Field(60, ge=5, description="Trailing chain sessions of the put/call and volume z-scores.")
+    rank_window: int = Field(252, ge=20, description="Trailing chain sessions of the implied-volatility rank and percentile.")
+    min_periods: int = Field(20, ge=2, description="Sessions a trailing statistic needs before it is defined (NaN before).")
+    rv_window: int = Field(20, ge=5, description="Trading days of the realised volatility that implied volatility is compared with.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_map(cls, d):
+        "An empty `dividend_yields:` in YAML reads as None: take it as no overrides."
+        if isinstance(d, dict) and d.get("dividend_yields", {}) is None: d = {**d, "dividend_yields": {}}
+        return d
+
+    def dividend_yield_of(self, ticker: str) -> float:
+        "The continuous dividend yield of `ticker`."
+        return float(self.dividend_yields.get(ticker, self.dividend_yield))
 
 # %% ../nbs/00_config.ipynb #26b1749e
 class PortfolioConfig(_Section):

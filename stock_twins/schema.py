@@ -169,12 +169,13 @@ def emb_columns(n: int = 128) -> list[str]:
 
 FOUNDATION_HEAD_COLUMNS = ("f_exp_return", "f_hit_prob", "f_vol", "f_q10", "f_q50", "f_q90")  # the heads' forecasts beside each embedding
 
+# %% ../nbs/00a_schema.ipynb #493a2191
 OPTIONS_FEATURES = (
-    "pcr_volume", "pcr_oi", "pcr_volume_z", "pcr_oi_z", "pcr_volume_otm", "pcr_premium",
-    "iv_atm_30d", "iv_atm_60d", "iv_atm_90d", "iv_put_25d", "iv_call_25d", "iv_put_10d", "iv_call_10d",
-    "skew_25d", "skew_10d", "butterfly_25d", "skew_slope", "term_slope_30_90", "term_slope_30_60",
-    "iv_rank_252", "iv_change_5d", "iv_rv_spread", "iv_rv_ratio", "implied_move_front",
-    "gex_net", "gex_call", "gex_put", "gamma_flip_dist", "max_pain_dist", "max_pain_dist_front",
-    "call_wall_dist", "put_wall_dist", "vanna_net", "charm_net",
-    "oi_total_log", "oi_change_5d", "volume_oi_ratio", "options_stock_volume", "call_volume_z", "put_volume_z")
+    "pcr_volume", "pcr_oi", "pcr_volume_z", "pcr_oi_z", "pcr_volume_otm", "pcr_premium", "pcr_volume_near", "pcr_oi_near",
+    "iv_atm_30d", "iv_atm_60d", "iv_atm_90d", "iv_put_25d", "iv_call_25d",
+    "skew_25d", "skew_10d", "butterfly_25d", "skew_slope", "cp_iv_spread", "term_slope_30_90", "term_slope_30_60",
+    "iv_rank_252", "iv_pct_252", "iv_change_5d", "iv_rv_spread", "implied_move_front",
+    "gex_net", "gamma_flip_dist", "max_pain_dist", "call_wall_dist", "put_wall_dist", "vanna_net", "charm_net",
+    "oi_total_log", "oi_change_5d", "oi_concentration", "days_max_oi_expiry", "volume_oi_ratio", "volume_surprise",
+    "call_volume_z", "put_volume_z")
 PCR_GATE_FEATURES = ("pcr_volume_z", "pcr_oi_z")  # extremes of these open the put/call sentiment gate
