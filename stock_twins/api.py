@@ -449,7 +449,7 @@ def get_twin(ticker: str = PathParam(description="e.g. AAPL"), state: ApiState =
     if t not in c["subjects"]:
         why = ("not a pilot stock (universe.pilot): its forecasts come from the fallback" if t not in state.cfg.universe.pilot
                else f"no readable twin checkpoint under {catalog.root / 'twin' / t}")
-        raise HTTPException(404, " ".join([f"no twin for {t}: {why}", *c["notes"]]))
+        raise HTTPException(404, "; ".join([f"no twin for {t}: {why}", *c["notes"]]))
     s = c["subjects"][t]
     return TwinDetail(ticker=t, pilot=t in state.cfg.universe.pilot, serving=s["serving"], selected_by=s["selected_by"],
                       checkpoints=s["checkpoints"], decisions=[h for h in c["history"] if h.get("subject") == t], notes=c["notes"])
