@@ -11,6 +11,7 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date as Date, datetime, timezone
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from .checkpoint import CheckpointError, list_artifacts, read_manifest, read_record
@@ -129,8 +131,6 @@ class SnapshotSource:
         return self._snap
 
 # %% ../nbs/85_api.ipynb #dcabbc38
-def _iso(x) -> str | None: return None if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
-
 def _metrics(meta: dict) -> dict:
     "The validation metrics a record carries (its meta's `metrics`, else its numeric facts)."
     m = meta.get("metrics")
@@ -146,9 +146,13 @@ class ModelCatalog:
     "Foundation and twin checkpoint records under a checkpoint root, with the twins' deployment manifest; cached, thread-safe."
     kinds = ("foundation", "twin")
 
-    def __init__(self, root: str | os.PathLike, legacy_dirs: dict[str, str | None] | None = None):
-        self.root, self.legacy_dirs = Path(root), legacy_dirs or {}
+    def __init__(self, root: str | os.PathLike,
+                 legacy_dirs: dict[str, str | None] | None = None, # kind -> folder of the layout before stock_twins.checkpoint (counted in notes)
+                 recheck: float = 1.0,                            # seconds between two looks at the folders
+                ):
+        self.root, self.legacy_dirs, self.recheck = Path(root), legacy_dirs or {}, recheck
         self._cache: dict[str, tuple] = {}
+        self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def _signature(self, kind: str) -> tuple:
@@ -197,8 +201,10 @@ class ModelCatalog:
 
     def get(self, kind: str) -> dict:
         "{'subjects': subject -> {'checkpoints', 'serving', 'selected_by'}, 'history', 'notes', 'unreadable'} of `kind`."
+        hit, now = self._cache.get(kind), time.monotonic()
+        if hit is not None and now - self._checked.get(kind, -1e9) < self.recheck: return hit[1]
         sig = self._signature(kind)
-        hit = self._cache.get(kind)
+        self._checked[kind] = now
         if hit is None or hit[0] != sig:
             with self._lock:
                 hit = self._cache.get(kind)
@@ -324,11 +330,11 @@ class ApiState:
     token: str | None = None                 # bearer token; None: no authentication
     on_demand: Any = None                    # an `OnDemand` (Feast online store + fallback) or None
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
     "The app's state (dependency)."
     return request.app.state.api
 
-def get_snapshot(state: ApiState = Depends(get_state)) -> Snapshot:
+async def get_snapshot(state: ApiState = Depends(get_state)) -> Snapshot:
     "The current snapshot (dependency); 503 when nothing was published."
     try: snap = state.snapshots.get()
     except (StoreError, FileNotFoundError) as e: raise HTTPException(503, f"the snapshot cannot be read: {e}") from None
@@ -337,13 +343,13 @@ def get_snapshot(state: ApiState = Depends(get_state)) -> Snapshot:
                                  "and retry", headers={"Retry-After": "60"})
     return snap
 
-def get_catalog(state: ApiState = Depends(get_state)) -> ModelCatalog:
+async def get_catalog(state: ApiState = Depends(get_state)) -> ModelCatalog:
     "The checkpoint catalog (dependency)."
     return state.catalog
 
 _bearer = HTTPBearer(auto_error=False, description="Needed when the server's token variable is set.")
 
-def require_token(state: ApiState = Depends(get_state), cred: HTTPAuthorizationCredentials | None = Depends(_bearer)):
+async def require_token(state: ApiState = Depends(get_state), cred: HTTPAuthorizationCredentials | None = Depends(_bearer)):
     "401 unless the request carries the configured bearer token (no-op when none is configured)."
     if state.token is None: return
     if cred is None or cred.scheme.lower() != "bearer" or not secrets.compare_digest(cred.credentials.encode(), state.token.encode()):
@@ -409,7 +415,7 @@ def _age_hours(a: dict | None) -> float | None:
     return None if a is None else round((datetime.now(timezone.utc) - a["created_at"]).total_seconds() / 3600, 2)
 
 @health.get("/health", response_model=Health, summary="Is the snapshot reachable, how old is it, which checkpoints serve")
-def get_health(response: Response, state: ApiState = Depends(get_state)):
+async def get_health(response: Response, state: ApiState = Depends(get_state)):
     notes, snap, sh = [], None, None
     try: snap = state.snapshots.get()
     except (StoreError, FileNotFoundError) as e: notes.append(f"snapshot unreadable: {e}")
@@ -435,14 +441,16 @@ def get_health(response: Response, state: ApiState = Depends(get_state)):
 models = APIRouter(prefix="/models", tags=["models"])
 
 @models.get("/twins", response_model=TwinList, summary="The twin serving each stock")
-def list_twins(state: ApiState = Depends(get_state), catalog: ModelCatalog = Depends(get_catalog)):
+async def list_twins(state: ApiState = Depends(get_state), catalog: ModelCatalog = Depends(get_catalog)):
     c = catalog.get("twin")
-    twins = [TwinSummary(ticker=t, serving=s["serving"], selected_by=s["selected_by"], checkpoints=len(s["checkpoints"]))
-             for t, s in c["subjects"].items()]
-    return TwinList(count=len(twins), twins=twins, notes=c["notes"])
+    if "response" not in c:                                            # built once per listing (the listing is re-read when files change)
+        twins = [TwinSummary(ticker=t, serving=s["serving"], selected_by=s["selected_by"], checkpoints=len(s["checkpoints"]))
+                 for t, s in c["subjects"].items()]
+        c["response"] = TwinList(count=len(twins), twins=twins, notes=c["notes"])
+    return c["response"]
 
 @models.get("/twins/{ticker}", response_model=TwinDetail, summary="One stock's serving twin, its checkpoints and deploy decisions")
-def get_twin(ticker: str = PathParam(description="e.g. AAPL"), state: ApiState = Depends(get_state),
+async def get_twin(ticker: str = PathParam(description="e.g. AAPL"), state: ApiState = Depends(get_state),
              catalog: ModelCatalog = Depends(get_catalog)):
     t = _ticker(ticker, state.cfg)
     c = catalog.get("twin")
@@ -458,19 +466,19 @@ def get_twin(ticker: str = PathParam(description="e.g. AAPL"), state: ApiState =
 predictions = APIRouter(prefix="/predictions", tags=["predictions"])
 _DATE = Query(None, description="Forecast origin YYYY-MM-DD (default: the latest stored)")
 
-def _prediction(t: str, day: Date | None, state: ApiState, snap: Snapshot) -> dict:
+async def _prediction(t: str, day: Date | None, state: ApiState, snap: Snapshot) -> dict:
     row = snap.prediction(t, day)
     if row is not None: return row
     why = ""
     if day is not None and state.on_demand is not None:
-        row, why = state.on_demand.predict(t, day)
+        row, why = await run_in_threadpool(state.on_demand.predict, t, day)   # Feast and LightGBM block: off the event loop
         if row is not None: return row
     if day is None: raise HTTPException(404, f"no stored prediction for {t} in snapshot {snap.version}")
     raise HTTPException(404, f"no stored prediction for {t} on {day}" + (f"; on demand: {why}" if why else
                         "; on-demand forecasts are off (serve.feast)" if state.on_demand is None else ""))
 
 @predictions.get("", response_model=PredictionTable, summary="The ranked table of a date")
-def ranked(date: Date | None = _DATE, limit: int | None = Query(None, ge=1, description="Only the first `limit` ranks"),
+async def ranked(date: Date | None = _DATE, limit: int | None = Query(None, ge=1, description="Only the first `limit` ranks"),
            snap: Snapshot = Depends(get_snapshot)):
     if not snap.dates: raise HTTPException(404, f"snapshot {snap.version} holds no predictions table")
     day = date or snap.dates[-1]
@@ -479,12 +487,12 @@ def ranked(date: Date | None = _DATE, limit: int | None = Query(None, ge=1, desc
     return PredictionTable(date=day, count=len(rows), snapshot=snap.version, rows=rows[:limit])
 
 @predictions.get("/{ticker}", response_model=Prediction, summary="A stock's forecast: the latest stored, or of ?date=")
-def prediction(ticker: str, date: Date | None = _DATE, state: ApiState = Depends(get_state), snap: Snapshot = Depends(get_snapshot)):
-    return _prediction(_ticker(ticker, state.cfg, snap), date, state, snap)
+async def prediction(ticker: str, date: Date | None = _DATE, state: ApiState = Depends(get_state), snap: Snapshot = Depends(get_snapshot)):
+    return await _prediction(_ticker(ticker, state.cfg, snap), date, state, snap)
 
 @predictions.get("/{ticker}/regime", response_model=RegimeForecast, summary="A stock's forecast regime at t+h")
-def regime(ticker: str, date: Date | None = _DATE, state: ApiState = Depends(get_state), snap: Snapshot = Depends(get_snapshot)):
-    r = _prediction(_ticker(ticker, state.cfg, snap), date, state, snap)
+async def regime(ticker: str, date: Date | None = _DATE, state: ApiState = Depends(get_state), snap: Snapshot = Depends(get_snapshot)):
+    r = await _prediction(_ticker(ticker, state.cfg, snap), date, state, snap)
     probs = {n: r[c] for n, c in zip(REGIMES, PROB_COLUMNS)}
     return RegimeForecast(date=r["date"], ticker=r["ticker"], horizon_days=state.cfg.features.horizon, regime=r["regime"],
                           name=r["regime_name"], probabilities=probs, source=r["source"], origin=r["origin"])
@@ -504,7 +512,7 @@ def _table(snap: Snapshot, name: str, layer: str) -> pd.DataFrame:
     return snap.tables[name]
 
 @layers.get("/portfolio/latest", response_model=TableRows, summary="The newest day of the portfolio table")
-def portfolio_latest(state: ApiState = Depends(get_state), snap: Snapshot = Depends(get_snapshot)):
+async def portfolio_latest(state: ApiState = Depends(get_state), snap: Snapshot = Depends(get_snapshot)):
     name = state.cfg.serve.portfolio_table
     df = _table(snap, name, "portfolio (50_portfolio)")
     if "date" not in df or df.empty: return TableRows(table=name, date=None, count=len(df), rows=_jsonable_rows(df))
@@ -513,7 +521,7 @@ def portfolio_latest(state: ApiState = Depends(get_state), snap: Snapshot = Depe
     return TableRows(table=name, date=pd.Timestamp(last).date(), count=len(rows), rows=_jsonable_rows(rows))
 
 @layers.get("/explanations/{ticker}", response_model=TableRows, summary="A stock's newest (or ?date=) explanation")
-def explanation(ticker: str, date: Date | None = _DATE, state: ApiState = Depends(get_state), snap: Snapshot = Depends(get_snapshot)):
+async def explanation(ticker: str, date: Date | None = _DATE, state: ApiState = Depends(get_state), snap: Snapshot = Depends(get_snapshot)):
     t = _ticker(ticker, state.cfg, snap)
     name = state.cfg.serve.explanations_table
     df = _table(snap, name, "agents (60_agents)")
