@@ -4,7 +4,9 @@
 
 # %% ../nbs/75_featurestore.ipynb #24d81c9d
 from __future__ import annotations
+import io
 import os
+from contextlib import redirect_stdout
 from datetime import timedelta
 from pathlib import Path
 from typing import Sequence
@@ -131,7 +133,8 @@ def materialize(store: Store, cfg: Config | None = None,
     end = pd.Timestamp(end) if end is not None else store.span("features")[1]
     start = pd.Timestamp(start) if start is not None else end - pd.Timedelta(days=cfg.serve.feast_ttl_days)
     if start > end: raise ValueError(f"materialize: start {start:%Y-%m-%d} is after end {end:%Y-%m-%d}")
-    fs.materialize(_utc(start).to_pydatetime(), _utc(end).to_pydatetime(), feature_views=list(exported))   # both ends inclusive
+    with redirect_stdout(io.StringIO()):                              # Feast prints coloured progress; the CLI prints a summary
+        fs.materialize(_utc(start).to_pydatetime(), _utc(end).to_pydatetime(), feature_views=list(exported))   # both ends inclusive
     return dict(start=start, end=end, views=list(exported))
 
 # %% ../nbs/75_featurestore.ipynb #e76be5b1
