@@ -329,6 +329,7 @@ class ApiState:
     catalog: ModelCatalog
     token: str | None = None                 # bearer token; None: no authentication
     on_demand: Any = None                    # an `OnDemand` (Feast online store + fallback) or None
+    notes: list[str] = field(default_factory=list) # facts found at start (e.g. why on-demand forecasts are off)
 
 async def get_state(request: Request) -> ApiState:
     "The app's state (dependency)."
@@ -416,7 +417,7 @@ def _age_hours(a: dict | None) -> float | None:
 
 @health.get("/health", response_model=Health, summary="Is the snapshot reachable, how old is it, which checkpoints serve")
 async def get_health(response: Response, state: ApiState = Depends(get_state)):
-    notes, snap, sh = [], None, None
+    notes, snap, sh = list(state.notes), None, None
     try: snap = state.snapshots.get()
     except (StoreError, FileNotFoundError) as e: notes.append(f"snapshot unreadable: {e}")
     if snap is not None:
@@ -544,7 +545,9 @@ def create_app(cfg: Config | None = None,                 # configuration; None 
               "foundation": getattr(getattr(cfg, "foundation", None), "checkpoint_dir", None)}
     state = ApiState(cfg, SnapshotSource(snapshot_dir or cfg.serve.snapshot_dir),
                      ModelCatalog(checkpoint_dir or cfg.data.checkpoint_dir, legacy), token or None)
-    if cfg.serve.feast: state.on_demand = OnDemand(cfg)
+    if cfg.serve.feast:
+        try: state.on_demand = OnDemand(cfg)
+        except (FileNotFoundError, ValueError) as e: state.notes.append(f"on-demand forecasts are off: {e}")
     app = FastAPI(title="stock_twins", version=_version(), dependencies=[Depends(require_token)],
                   description="Per-stock digital twins: their checkpoints, stored forecasts and regimes, the portfolio and explanations. "
                               "Read-only; data comes from the snapshot the jobs publish.")

@@ -80,9 +80,9 @@ def repo_config(cfg: Config):
 
 def feature_store(cfg: Config):
     "A Feast `FeatureStore` on the repository (it must have been applied)."
-    from feast import FeatureStore
     if not (_dir(cfg) / "registry.db").exists():
         raise FileNotFoundError(f"no Feast registry in {_dir(cfg)}: run `stock-twins feast apply` first")
+    from feast import FeatureStore
     return FeatureStore(config=repo_config(cfg))
 
 # %% ../nbs/75_featurestore.ipynb #47cda488
