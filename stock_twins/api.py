@@ -381,8 +381,10 @@ class OnDemand:
     "Forecasts for dates without a stored prediction: the fallback on the Feast online store's features of that date."
     def __init__(self, cfg: Config):
         from stock_twins import featurestore
+        from threadpoolctl import ThreadpoolController
         self.cfg, self._fs = cfg, featurestore.feature_store(cfg)
         self._online = featurestore.online
+        self._threads = ThreadpoolController()    # LightGBM's OpenMP team costs ~16 ms per booster on one row on a busy 2-core VM
         self._models: dict[Path, Any] = {}
         self._lock = threading.Lock()
 
@@ -403,7 +405,7 @@ class OnDemand:
         have = f["date"].iloc[0]
         if pd.isna(have): return None, f"the online store holds no features for {ticker}"
         if have != t: return None, f"the online store holds {ticker}'s features of {have:%Y-%m-%d}, not {day}"
-        p = m.predict_latest(f, [ticker], t).iloc[0]
+        with self._threads.limit(limits=1, user_api="openmp"): p = m.predict_latest(f, [ticker], t).iloc[0]
         row = {c: _num(p[c]) for c in ("exp_return", "hit_prob", "vol", "q10", "q50", "q90", *PROB_COLUMNS)}
         pr = None if None in (row["exp_return"], row["hit_prob"], row["vol"]) else row["exp_return"] * row["hit_prob"] * (1 - row["vol"])
         return dict(date=day, ticker=ticker, model=str(p["model"]), source="fallback", regime=None, regime_name=None, rank=None,
