@@ -125,7 +125,7 @@ def main_(argv=None):
         for name, paths in (("GET /predictions/{ticker}", [f"/predictions/{t}" for t in tickers]), ("GET /models/twins", ["/models/twins"])):
             for n in (int(x) for x in a.clients.split(",")):
                 rows.append(dict(endpoint=name, **asyncio.run(_load(url, paths, n, a.seconds, {}))))
-                print(rows[-1], flush=True)
+                print({k: round(float(v), 1) if isinstance(v, (float, np.floating)) else v for k, v in rows[-1].items()}, flush=True)
     if a.on_demand:
         od, day = build_on_demand_tree(Path(tempfile.mkdtemp(prefix="bench_api_od_")))
         with api_process(od, timeout=120) as url:
@@ -133,9 +133,10 @@ def main_(argv=None):
             for n in (int(x) for x in a.clients.split(",")):
                 rows.append(dict(endpoint="GET /predictions/{ticker}?date= (on demand)",
                                  **asyncio.run(_load(url, [f"/predictions/{t}?date={day}" for t in tick], n, a.seconds, {}))))
-                print(rows[-1], flush=True)
+                print({k: round(float(v), 1) if isinstance(v, (float, np.floating)) else v for k, v in rows[-1].items()}, flush=True)
     df = pd.DataFrame(rows)
-    print("\n" + df.to_markdown(index=False, floatfmt=".1f") if hasattr(df, "to_markdown") else df.round(1).to_string(index=False))
+    try: print("\n" + df.to_markdown(index=False, floatfmt=".1f"))
+    except ImportError: print("\n" + df.round(1).to_string(index=False))          # to_markdown needs tabulate
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
 
 
