@@ -110,10 +110,11 @@ class Snapshot:
         return rs[i] if i < len(ds) and ds[i] == day else None
 
 class SnapshotSource:
-    "The current `Snapshot` of a folder, reloaded when its pointer changes (one `stat` per call); thread-safe."
+    "The current `Snapshot` of a folder, reloaded when its pointer changes (one `stat` per call); a publication that cannot be read leaves the previous one serving."
     def __init__(self, folder: str | os.PathLike, tables: list[str] | None = None):
         self.folder, self.tables = Path(folder), tables
         self._snap, self._sig, self._lock = None, None, threading.Lock()
+        self.error: str | None = None        # why the newest publication could not be loaded (the previous one still serves)
 
     def _signature(self):
         try: s = (self.folder / "CURRENT.json").stat()
@@ -127,7 +128,11 @@ class SnapshotSource:
         if sig != self._sig:
             with self._lock:
                 if sig != self._sig:
-                    self._snap, self._sig = Snapshot.load(self.folder, self.tables), sig
+                    try: self._snap, self.error = Snapshot.load(self.folder, self.tables), None
+                    except (StoreError, FileNotFoundError, OSError) as e:
+                        if self._snap is None: raise
+                        self.error = f"the newest snapshot could not be read ({e}); still serving {self._snap.version}"
+                    self._sig = sig                                  # tried once per publication, not on every request
         return self._snap
 
 # %% ../nbs/85_api.ipynb #dcabbc38
@@ -422,6 +427,7 @@ async def get_health(response: Response, state: ApiState = Depends(get_state)):
     notes, snap, sh = list(state.notes), None, None
     try: snap = state.snapshots.get()
     except (StoreError, FileNotFoundError) as e: notes.append(f"snapshot unreadable: {e}")
+    if state.snapshots.error: notes.append(state.snapshots.error)
     if snap is not None:
         sh = SnapshotHealth(version=snap.version, created_at=snap.created_at, store=snap.pointer["store"],
                             age_seconds=round((datetime.now(timezone.utc) - snap.created_at).total_seconds(), 1),
