@@ -69,8 +69,9 @@ def build_on_demand_tree(d: Path) -> tuple[Path, str]:
     "The bundled sample's features, a fallback, Feast applied and materialised one day past the stored predictions: (config, date)."
     from stock_twins.cli import main
     from stock_twins.pipeline import ensure_fallback
-    cfg = Config().replace(data={"store": str(d / "st.duckdb"), "checkpoint_dir": str(d / "ck")},
-                           foundation={"checkpoint_dir": str(d / "ck" / "foundation")}, main={"fallback_years": 2.0, "fallback_rounds": 20},
+    os.chdir(d)                                                              # default paths (the fallback's folder, ...) land in d
+    cfg = Config().replace(data={"store": str(d / "st.duckdb"), "checkpoint_dir": str(d / "data" / "checkpoints")},
+                           main={"fallback_years": 2.0, "fallback_rounds": 20},
                            serve={"snapshot_dir": str(d / "snap"), "feast_dir": str(d / "repo"), "feast": True})
     path = save_config(cfg, d / "config.yaml")
     with redirect_stdout(io.StringIO()):

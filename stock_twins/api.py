@@ -33,8 +33,8 @@ from .store import StoreError, read_snapshot, snapshot_pointer
 __all__ = ['log', 'health', 'models', 'predictions', 'layers', 'prediction_layout', 'Snapshot', 'SnapshotSource', 'ModelCatalog',
            'Prediction', 'PredictionTable', 'RegimeForecast', 'Artifact', 'TwinSummary', 'TwinList', 'TwinDetail',
            'KindHealth', 'SnapshotHealth', 'Health', 'TableRows', 'ApiState', 'get_state', 'get_snapshot',
-           'get_catalog', 'require_token', 'OnDemand', 'get_health', 'list_twins', 'get_twin', 'ranked', 'prediction',
-           'regime', 'portfolio_latest', 'explanation', 'create_app', 'app_from_env', 'serve']
+           'get_catalog', 'require_token', 'fallback_candidates', 'OnDemand', 'get_health', 'list_twins', 'get_twin',
+           'ranked', 'prediction', 'regime', 'portfolio_latest', 'explanation', 'create_app', 'app_from_env', 'serve']
 
 # %% ../nbs/85_api.ipynb #12993e08
 _LEGACY_PRED = ("rank", "date", "ticker", "priority", "exp_return", "hit_prob", "vol", "q10", "q50", "q90", "regime", "regime_prob", "source")
@@ -374,13 +374,15 @@ async def _internal_error(request: Request, exc: Exception):
     return JSONResponse({"detail": f"internal error (reference {ref}; the server log has the details)"}, status_code=500)
 
 # %% ../nbs/85_api.ipynb #d42de497
-def _fallback_dirs(cfg: Config) -> list[tuple[pd.Timestamp, Path]]:
-    "(cutoff, folder) of the saved fallbacks (`<checkpoint_dir>/fallback/<YYYYMMDD>_<hash>/fallback.json`), oldest first."
-    out = []
-    for j in sorted((Path(cfg.data.checkpoint_dir) / "fallback").glob("*/fallback.json")):
+def fallback_candidates(cfg: Config) -> list[tuple[pd.Timestamp, Path]]:
+    "(cutoff, path for `LightGBMFallback.load`) of the saved fallbacks under `data.checkpoint_dir`, oldest first."
+    root = Path(cfg.data.checkpoint_dir)
+    c = list_artifacts(root, "fallback")                                # the `checkpoint` layout: fallback/all/<cutoff>_<hash>
+    out = [(pd.Timestamp(r.cutoff), Path(r.path)) for r in c[c["error"].isna()].itertuples()]
+    for j in sorted((root / "fallback").glob("*/fallback.json")):        # the folder layout before it: fallback/<YYYYMMDD>_<hash>/
         try: out.append((pd.Timestamp(j.parent.name.split("_")[0]), j.parent))
         except ValueError: continue
-    return sorted(out)
+    return sorted(out, key=lambda x: x[0])
 
 class OnDemand:
     "Forecasts for dates without a stored prediction: the fallback on the Feast online store's features of that date."
@@ -395,7 +397,7 @@ class OnDemand:
 
     def _model(self, day: pd.Timestamp):
         from stock_twins.fallback import LightGBMFallback
-        dirs = [d for c, d in _fallback_dirs(self.cfg) if c <= day]
+        dirs = [d for c, d in fallback_candidates(self.cfg) if c <= day]
         if not dirs: return None
         with self._lock:
             if dirs[-1] not in self._models: self._models[dirs[-1]] = LightGBMFallback.load(dirs[-1])

@@ -75,12 +75,12 @@ CLI = "import sys; from stock_twins.cli import main; sys.exit(main(sys.argv[1:])
 
 
 @contextmanager
-def api_process(config_path: Path, env: dict | None = None, args=("--no-publish",), timeout: float = 60):
+def api_process(config_path: Path, env: dict | None = None, args=("--no-publish",), timeout: float = 60, cwd=None):
     "A real `stock-twins serve` (uvicorn) process on a free loopback port; yields its base URL, stops it after."
     port = free_port()
     e = {**os.environ, **(env or {})}
     p = subprocess.Popen([sys.executable, "-c", CLI, "--config", str(config_path), "serve", "--host", "127.0.0.1", "--port", str(port),
-                          "--log-level", "warning", *args], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          "--log-level", "warning", *args], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     try:
         t0 = time.time()

@@ -27,8 +27,13 @@ D_PRED, D_ONLINE = pd.Timestamp("2022-12-23"), pd.Timestamp("2022-12-27")
 def repo(tmp_path_factory):
     "A store with the bundled sample's prices, features and labels, generated embeddings, predictions stored for one day only; Feast applied and materialised to D_ONLINE."
     tmp = tmp_path_factory.mktemp("feast")
-    cfg = Config().replace(data={"store": str(tmp / "st.duckdb"), "checkpoint_dir": str(tmp / "ck")},
-                           foundation={"checkpoint_dir": str(tmp / "ck" / "foundation")},
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)                                                            # every default path (checkpoints, ...) lands in tmp
+        yield _build(tmp)
+
+
+def _build(tmp):
+    cfg = Config().replace(data={"store": str(tmp / "st.duckdb"), "checkpoint_dir": str(tmp / "data" / "checkpoints")},
                            main={"fallback_years": 2.0, "fallback_rounds": 20},
                            serve={"snapshot_dir": str(tmp / "snap"), "feast_dir": str(tmp / "repo")})
     path = save_config(cfg, tmp / "config.yaml")
@@ -90,8 +95,11 @@ def test_point_in_time_through_feast_equals_the_store(repo):
 
 def _expected(cfg, day):
     "What the on-demand path must return: the saved fallback on the store's own features of `day`."
+    from stock_twins.api import fallback_candidates
     from stock_twins.fallback import LightGBMFallback
-    fb = LightGBMFallback.load(next((Path(cfg.data.checkpoint_dir) / "fallback").glob("*/fallback.json")).parent)
+    (cut, where), = fallback_candidates(cfg)
+    _eq(cut, D_PRED)
+    fb = LightGBMFallback.load(where)
     with Store(cfg.data.store, read_only=True) as st: f = st.read("features", dates=[day])
     return fb.predict_latest(f, ["AAPL"], day).iloc[0]
 

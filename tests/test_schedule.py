@@ -147,15 +147,16 @@ def test_print_cron_and_systemd(tmp_path):
 @pytest.mark.slow
 def test_the_real_retraining_while_the_api_serves(tmp_path):
     "`main --smoke`, then `schedule --run-now --smoke` (embeddings, every twin, the gate, a new snapshot) in a process of its own while the API serves."
-    cfg = _cfg(tmp_path).replace(foundation={"checkpoint_dir": str(tmp_path / "ck" / "foundation")},
-                                 twins={"checkpoint_dir": str(tmp_path / "ck" / "twins")}, main={"out_dir": str(tmp_path / "reports")})
+    cfg = _cfg(tmp_path).replace(data={"checkpoint_dir": str(tmp_path / "data" / "checkpoints")})
     path = save_config(cfg, tmp_path / "c.yaml")
     cli = [sys.executable, "-c", "import sys; from stock_twins.cli import main; sys.exit(main(sys.argv[1:]))", "--config", str(path)]
-    subprocess.run([*cli, "main", "--smoke"], check=True, capture_output=True, timeout=900)
-    subprocess.run([*cli, "publish"], check=True, capture_output=True)
-    with api_process(path) as url, httpx.Client(base_url=url, timeout=10) as c:
+    run = lambda *a: subprocess.run([*cli, *a], check=True, capture_output=True, timeout=900, cwd=tmp_path)   # default paths land in tmp
+    run("main", "--smoke")
+    run("publish")
+    with api_process(path, cwd=tmp_path) as url, httpx.Client(base_url=url, timeout=10) as c:
         before = c.get("/health").json()["snapshot"]["version"]
-        job = subprocess.Popen([*cli, "schedule", "--run-now", "--smoke", "--cutoff", "2022-12-21"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        job = subprocess.Popen([*cli, "schedule", "--run-now", "--smoke", "--cutoff", "2022-12-21"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=tmp_path)
         codes = []
         while job.poll() is None:
             codes += [c.get(u).status_code for u in ("/predictions", "/predictions/AAPL", "/health")]
