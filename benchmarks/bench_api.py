@@ -88,9 +88,9 @@ def build_on_demand_tree(d: Path) -> tuple[Path, str]:
 
 async def _load(url: str, paths: list[str], clients: int, seconds: float, headers: dict) -> dict:
     lat, errors = [], 0
-    stop = time.perf_counter() + seconds
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=httpx.Limits(max_connections=clients)) as c:
         for p in paths[:20]: await c.get(p)                                   # warm-up
+        stop = time.perf_counter() + seconds
         async def worker(i):
             nonlocal errors
             rnd = random.Random(i)
