@@ -35,8 +35,9 @@ DDP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_pretrain_with_ddp_on_two_cpu_processes(tmp_path):
-    "Two DDP ranks (gloo on CPU) split the training dates and end with the same weights."
+    "Two DDP ranks (gloo on CPU) split the training dates and end with the same weights (about 7 s of CPU, 22-33 s on the busy 2-core VM)."
     script = tmp_path / "ddp_pretrain.py"
     script.write_text(DDP)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

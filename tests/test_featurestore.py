@@ -17,10 +17,12 @@ from _serve_fixtures import api_process, predictions
 from stock_twins import featurestore
 from stock_twins.cli import main
 from stock_twins.config import Config, save_config
+from stock_twins.data import ingest_prices, load_sample, load_sample_index
 from stock_twins.schema import emb_columns
 from stock_twins.store import Store, publish_snapshot
 
 D_PRED, D_ONLINE = pd.Timestamp("2022-12-23"), pd.Timestamp("2022-12-27")
+TICKERS = ["AAPL", "MSFT", "JPM", "KO", "XOM", "GE", "LLY", "RRC"]
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +39,11 @@ def _build(tmp):
                            main={"fallback_years": 2.0, "fallback_rounds": 20},
                            serve={"snapshot_dir": str(tmp / "snap"), "feast_dir": str(tmp / "repo")})
     path = save_config(cfg, tmp / "config.yaml")
-    with redirect_stdout(io.StringIO()):
-        _eq(main(["--config", str(path), "ingest"]), 0)
-        _eq(main(["--config", str(path), "features"]), 0)
+    p, ix = load_sample(cfg), load_sample_index(cfg)                             # 8 of the sample's stocks since 2012 (real data)
+    with Store(cfg.data.store) as st:
+        ingest_prices(st, p[p.ticker.isin(TICKERS) & (p.date >= "2012-01-01")], "bundled sample, 8 stocks", cfg=cfg)
+        ingest_prices(st, ix[ix.date >= "2012-01-01"], "bundled sample index", table="index_prices")
+    with redirect_stdout(io.StringIO()): _eq(main(["--config", str(path), "features"]), 0)
     with Store(cfg.data.store) as st:
         rows = st.read("features", ["AAPL", "MSFT", "JPM", "LLY"], start="2022-11-01", columns=[])[["date", "ticker"]]
         rng = np.random.default_rng(0)                                            # generated embeddings (plumbing only)
@@ -77,7 +81,7 @@ def test_point_in_time_through_feast_equals_the_store(repo):
     "Random (date, ticker) rows, weekends included: Feast's point-in-time join returns exactly the store's as-of rows."
     cfg, _, _ = repo
     rng = np.random.default_rng(1)
-    dates = pd.to_datetime(rng.choice(pd.date_range("2019-01-01", "2022-12-31").to_numpy(), 200))
+    dates = pd.to_datetime(rng.choice(pd.date_range("2019-01-01", "2022-12-31").to_numpy(), 200))   # weekends and holidays too
     rows = pd.DataFrame({"date": dates, "ticker": rng.choice(["AAPL", "GE", "RRC", "KO", "ZZZ"], 200)})
     rows = pd.concat([rows, rows.iloc[:5]], ignore_index=True)                   # repeated requests come back once each
     with Store(cfg.data.store, read_only=True) as st:
