@@ -19,9 +19,9 @@ from . import __version__
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['FORMAT', 'CheckpointError', 'sha256_bytes', 'json_hash', 'check_name', 'artifact_stem', 'record_path', 'payload_path',
-           'save_artifact', 'read_record', 'verify_artifact', 'load_artifact', 'list_artifacts', 'find_artifact',
-           'remove_stale_tmp']
+__all__ = ['FORMAT', 'MANIFEST_FORMAT', 'CheckpointError', 'sha256_bytes', 'json_hash', 'check_name', 'artifact_stem',
+           'record_path', 'payload_path', 'save_artifact', 'read_record', 'verify_artifact', 'load_artifact',
+           'list_artifacts', 'find_artifact', 'remove_stale_tmp', 'manifest_path', 'read_manifest', 'write_manifest']
 
 # %% ../nbs/00c_checkpoint.ipynb #f28eb0cd
 FORMAT = "stock_twins.artifact/2"
@@ -218,3 +218,46 @@ def remove_stale_tmp(root: str | os.PathLike,  # folder to clean, recursively
             if p.is_file() and now - p.stat().st_mtime >= min_age: p.unlink(); gone.append(p)
         except FileNotFoundError: pass
     return gone
+
+# %% ../nbs/00c_checkpoint.ipynb #5dfe1667
+MANIFEST_FORMAT = "stock_twins.deployed/1"
+
+def manifest_path(root: str | os.PathLike, kind: str) -> Path:
+    "`<root>/<kind>/DEPLOYED.json`."
+    return Path(root) / check_name(kind, "kind") / "DEPLOYED.json"
+
+def read_manifest(root: str | os.PathLike, # checkpoint root
+                  kind: str,               # artefact kind
+                 ) -> dict | None:
+    "The deployment manifest of `kind` with each entry's `path` resolved under `root`, or None when nothing was deployed yet."
+    p = manifest_path(root, kind)
+    try: m = json.loads(p.read_text())
+    except FileNotFoundError: return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CheckpointError(f"{p}: corrupt deployment manifest ({e})") from None
+    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT or m.get("kind") != kind:
+        raise CheckpointError(f"{p}: not a {kind} deployment manifest (format {m.get('format') if isinstance(m, dict) else None!r})")
+    for e in m["entries"].values(): e["path"] = str(Path(root) / e["path"])
+    return m
+
+def write_manifest(root: str | os.PathLike,  # checkpoint root
+                   kind: str,                # artefact kind
+                   entries: Mapping[str, Mapping], # subject -> {'path': stem, 'cutoff': ..., and any facts (metric, reason, ...)}
+                   decisions: tuple | list = (),      # decisions to append to the history (subject, action, reason, ...)
+                   history: int = 200,       # decisions kept
+                  ) -> dict:
+    "Replace the deployment manifest of `kind` atomically (every entry's record must exist); returns what was written."
+    root = Path(root)
+    old = read_manifest(root, kind)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = {}
+    for subj, e in entries.items():
+        check_name(subj, "subject")
+        if "path" not in e or "cutoff" not in e: raise ValueError(f"manifest entry {subj}: needs 'path' and 'cutoff'")
+        stem = _stem(e["path"])
+        if not record_path(stem).exists(): raise CheckpointError(f"{record_path(stem)}: cannot deploy {subj}: no checkpoint record there")
+        rel = os.path.relpath(stem, root) if Path(os.path.abspath(stem)).is_relative_to(os.path.abspath(root)) else str(stem)
+        out[subj] = _jsonable({**e, "path": rel, "cutoff": f"{pd.Timestamp(e['cutoff']):%Y-%m-%d}", "deployed_at": e.get("deployed_at", now)})
+    hist = (old["history"] if old else []) + [_jsonable({"at": now, **d}) for d in decisions]
+    m = dict(format=MANIFEST_FORMAT, kind=kind, updated_at=now, entries=out, history=hist[-history:])
+    with atomic_write(manifest_path(root, kind), "w") as f: json.dump(m, f, indent=1)
+    return m

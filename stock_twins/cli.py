@@ -12,7 +12,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate', 'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain',
            'cmd_predict', 'cmd_options_ingest', 'cmd_options_features', 'cmd_options_generate', 'cmd_backtest',
-           'cmd_ppo', 'cmd_portfolio', 'cmd_paper_run', 'cmd_paper_report', 'cmd_paper_load', 'build_parser', 'main']
+           'cmd_ppo', 'cmd_portfolio', 'cmd_paper_run', 'cmd_paper_report', 'cmd_paper_load', 'cmd_publish',
+           'cmd_serve', 'cmd_feast', 'cmd_schedule', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -120,14 +121,16 @@ def cmd_retrain(args) -> int:
 
 def cmd_predict(args) -> int:
     "Ranked forecasts for a date (default: the latest) from the twins and the fallback."
-    from stock_twins.pipeline import format_ranked, run_predict, save_predictions
+    from stock_twins.pipeline import format_ranked, publish, run_predict, save_predictions
     from stock_twins.store import Store
     cfg = _job_cfg(args)
     with Store.from_config(cfg) as st:
         ranked, stem = run_predict(cfg, st, args.date, _tickers(args.tickers), args.foundation)
         print(f"ranked forecasts for the 5 trading days after {_day(ranked['date'].iloc[0])} (foundation {stem.name}):\n" + format_ranked(ranked))
         if args.tickers: print("not stored: a ranking of some stocks only (run without --tickers to store the whole day's table)")
-        else: print(f"written: {save_predictions(st, ranked, cfg.main.out_dir)} and table predictions of {st.path}")
+        else:
+            print(f"written: {save_predictions(st, ranked, cfg.main.out_dir)} and table predictions of {st.path}")
+            publish(cfg, st)                                               # a running API serves the new table
     return 0
 
 # %% ../nbs/80_cli.ipynb #2d32dacb
@@ -305,8 +308,109 @@ def _add_agents(sub):
     "Subcommands of the agents layer (`60_agents`): none yet."
 
 # %% ../nbs/80_cli.ipynb #9fbae3be
+def _publish(cfg, must: bool = False) -> str:
+    "Publish the API snapshot from the store when the store is newer than it; returns what happened (StoreError when `must` and it cannot)."
+    import os
+    from datetime import datetime
+    from stock_twins.store import Store, StoreError, publish_snapshot, snapshot_pointer
+    ptr = snapshot_pointer(cfg.serve.snapshot_dir)
+    path = Path(cfg.data.store)
+    if not path.exists():
+        if ptr is None: raise FileNotFoundError(f"no store at {path} and no snapshot in {cfg.serve.snapshot_dir}: run `stock-twins main` first")
+        return f"no store at {path}; serving snapshot {ptr['version']}"
+    if ptr is not None and not must and datetime.fromisoformat(ptr["created_at"]).timestamp() >= os.path.getmtime(path):
+        return f"snapshot {ptr['version']} is up to date"
+    try:
+        with Store(path, read_only=True) as st: new = publish_snapshot(st, cfg.serve.snapshot_dir, cfg.serve.snapshot_tables)
+    except StoreError as e:
+        if must or ptr is None: raise StoreError(f"cannot read the store to publish a snapshot (a job is writing it?): {e}") from None
+        return f"the store is busy (a job is writing it): serving the older snapshot {ptr['version']}"
+    return f"published snapshot {new['version']}: " + ", ".join(f"{t} {m['rows']:,} rows" for t, m in new["tables"].items())
+
+def cmd_publish(args) -> int:
+    "Export the tables the API serves from the store as a new snapshot."
+    cfg = _cfg(args)
+    print(_publish(cfg, must=True) + f"\nin {cfg.serve.snapshot_dir}")
+    return 0
+
+def cmd_serve(args) -> int:
+    "Start the HTTP API (uvicorn) on the snapshot of the store, publishing a fresh one first when the store is newer."
+    import os, tempfile
+    import uvicorn
+    from stock_twins.config import save_config
+    cfg = _cfg(args)
+    if not args.no_publish: print(_publish(cfg), flush=True)
+    os.environ["STOCK_TWINS_CONFIG"] = str(save_config(cfg, Path(tempfile.mkdtemp(prefix="stock_twins_serve_")) / "config.yaml"))
+    host, port = args.host or cfg.serve.host, args.port or cfg.serve.port
+    print(f"serving http://{host}:{port}  (OpenAPI page: http://{host}:{port}/docs; token: "
+          f"{'required, from $' + cfg.serve.token_env if os.environ.get(cfg.serve.token_env) else 'none'})", flush=True)
+    uvicorn.run("stock_twins.api:app_from_env", factory=True, host=host, port=port, workers=args.workers, log_level=args.log_level)
+    return 0
+
+def cmd_feast(args) -> int:
+    "Feast repository: apply (export and register) or materialize (export and load the online store)."
+    from stock_twins import featurestore
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    if not Path(cfg.data.store).exists(): raise FileNotFoundError(f"no store at {cfg.data.store}: run `stock-twins main` first")
+    with Store(cfg.data.store, read_only=True) as st:
+        if args.feast_cmd == "apply":
+            done = _step(f"feast apply: export {', '.join(t for t in featurestore.VIEW_TABLES if st.has(t))} to {cfg.serve.feast_dir}/data and register")
+            views = featurestore.apply(st, cfg); done(", ".join(f"{k} ({v} features)" for k, v in views.items()))
+        else:
+            done = _step(f"feast materialize into {cfg.serve.feast_dir}/online.db")
+            m = featurestore.materialize(st, cfg, end=args.end, start=args.start)
+            done(f"{', '.join(m['views'])}: rows dated {m['start']:%Y-%m-%d} .. {m['end']:%Y-%m-%d}")
+    print(f"repository: {cfg.serve.feast_dir} (feature_store.yaml, repo.py; `feast -c {cfg.serve.feast_dir} feature-views list` works too)")
+    return 0
+
+def cmd_schedule(args) -> int:
+    "The weekly retraining: run the scheduler, run once now, or print a cron/systemd line."
+    import functools
+    from stock_twins.schedule import Schedule, next_runs, print_lines, retrain_job
+    cfg = _cfg(args)
+    if args.smoke:
+        from stock_twins.pipeline import smoke_config
+        cfg = smoke_config(cfg)
+    if args.print: print(print_lines(cfg, args.print), end=""); return 0
+    sch = Schedule(cfg, functools.partial(retrain_job, progress=True))
+    if not args.run_now:
+        print(f"retraining on '{cfg.serve.schedule_cron}' ({cfg.serve.timezone}); next: " + ", ".join(t.isoformat() for t in next_runs(cfg)))
+        print(f"log: {cfg.serve.schedule_log}; state and reports: {cfg.serve.schedule_dir}; Ctrl-C stops", flush=True)
+        sch.start(); return 0
+    r = sch.run_once(cutoff=args.cutoff)
+    print(f"run {r['status']}" + (f": {r.get('reason') or r.get('error')}" if r["status"] != "ok" else f", cutoff {str(r['cutoff'])[:10]}"))
+    if r["status"] == "ok":
+        import pandas as pd
+        g = pd.DataFrame(r["gate"])[["ticker", "action", "new", "serving", "reason"]]
+        print(g.to_string(index=False, na_rep="", float_format="{:.4f}".format, max_colwidth=90))
+    print(f"log: {cfg.serve.schedule_log}; reports: {cfg.serve.schedule_dir}/reports")
+    return 0 if r["status"] != "failed" else 1
+
 def _add_serve(sub):
-    "Subcommands of the serving layer (API, Feast, schedule): none yet."
+    "Subcommands of the serving layer: the HTTP API, its snapshot, the Feast repository, the weekly schedule."
+    s = sub.add_parser("serve", help="start the HTTP API (uvicorn) on the published snapshot of the store")
+    s.add_argument("--host", default=None, help="interface (default: serve.host)")
+    s.add_argument("--port", type=int, default=None, help="port (default: serve.port)")
+    s.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    s.add_argument("--no-publish", action="store_true", help="serve the existing snapshot without refreshing it from the store")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level")
+    s.set_defaults(fn=cmd_serve)
+    s = sub.add_parser("publish", help="export the tables the API serves (serve.snapshot_tables) as a new snapshot")
+    s.set_defaults(fn=cmd_publish)
+    s = sub.add_parser("feast", help="the Feast feature repository over the store's Parquet exports")
+    fs = s.add_subparsers(dest="feast_cmd", required=True, metavar="ACTION")
+    fs.add_parser("apply", help="export features/embeddings (options/text when present) and register the feature views")
+    m = fs.add_parser("materialize", help="load each view's newest rows up to --end into the SQLite online store")
+    m.add_argument("--end", default=None, help="last date (default: the newest date of the features)")
+    m.add_argument("--start", default=None, help="first date (default: --end minus serve.feast_ttl_days)")
+    s.set_defaults(fn=cmd_feast)
+    s = sub.add_parser("schedule", help="weekly twin retraining with a deploy gate (APScheduler; or --print a cron/systemd line)")
+    s.add_argument("--print", default=None, choices=["cron", "systemd"], help="print the crontab line or systemd units and exit")
+    s.add_argument("--run-now", action="store_true", help="one run now (lock, retrain, deploy gate, report), then exit")
+    s.add_argument("--cutoff", default=None, help="cutoff of --run-now (default: the latest price, or the interrupted run's)")
+    s.add_argument("--smoke", action="store_true", help="the settings of `main --smoke`")
+    s.set_defaults(fn=cmd_schedule)
 
 # %% ../nbs/80_cli.ipynb #58812e57
 def build_parser() -> argparse.ArgumentParser:

@@ -242,6 +242,32 @@ class ServeConfig(_Section):
     "The HTTP API, the Feast feature repository and the weekly retraining schedule."
     host: str = Field("127.0.0.1", description="Interface `stock-twins serve` listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port `stock-twins serve` listens on.")
+    token_env: str = Field("STOCK_TWINS_API_TOKEN", description="Environment variable holding the API's bearer token; when it is set and not empty every endpoint needs `Authorization: Bearer <token>`.")
+    snapshot_dir: str = Field("data/snapshot", description="Where jobs publish the Parquet snapshot of the tables the API serves (the API never opens the DuckDB file).")
+    snapshot_tables: list[str] = Field(default_factory=lambda: ["predictions", "portfolio", "ledger", "explanations"],
+                                       description="Store tables a snapshot holds (those missing from the store are skipped).")
+    portfolio_table: str = Field("portfolio", description="Table behind `GET /portfolio/latest` (written by the portfolio layer).")
+    explanations_table: str = Field("explanations", description="Table behind `GET /explanations/{ticker}` (written by the agents layer).")
+    feast: bool = Field(False, description="Use the Feast repository: the API answers dates without a stored prediction from its online store, and training may read point-in-time features through it.")
+    feast_dir: str = Field("data/feature_repo", description="The Feast repository: feature_store.yaml, the Parquet exports (offline store), registry.db and online.db (SQLite online store).")
+    feast_project: str = Field("stock_twins", description="Feast project name.")
+    feast_ttl_days: int = Field(10, ge=1, description="Feature views' time-to-live in calendar days: a point-in-time lookup takes the newest row at most this old.")
+    schedule_cron: str = Field("0 2 * * sun", description="When `stock-twins schedule` retrains (crontab fields: minute hour day month weekday).")
+    timezone: str = Field("America/New_York", description="Time zone of `schedule_cron` (IANA name).")
+    schedule_dir: str = Field("data/schedule", description="The schedule's lock file, run state and per-run reports.")
+    schedule_log: str = Field("logs/schedule.log", description="Log file of the scheduled runs.")
+    misfire_hours: float = Field(24.0, ge=0, description="A run missed (machine off, crash) is made up when the scheduler starts within this many hours of its time.")
+    gate_metric: Literal["val_skill", "val_loss"] = Field("val_skill", description="Deploy-gate metric of a twin: `val_skill` = val_loss / val_loss_init (its loss relative to the neutral twin on its own validation window), or the raw `val_loss`.")
+    gate_tolerance: float = Field(0.05, ge=0, description="A new twin replaces the serving one unless its gate metric is worse by more than this fraction.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try: ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError): raise ValueError(f"serve.timezone: unknown time zone {self.timezone!r} (an IANA name such as 'America/New_York')") from None
+        if len(self.schedule_cron.split()) != 5:
+            raise ValueError(f"serve.schedule_cron: {self.schedule_cron!r} is not 5 crontab fields (minute hour day month weekday)")
+        return self
 
 # %% ../nbs/00_config.ipynb #5ff886bc
 class Config(_Section):

@@ -99,13 +99,13 @@ class LightGBMFallback(Forecaster):
         n, b = len(rows), self.boosters_
         if n == 0: return {}
         X = rows[self.features_].to_numpy(np.float32)
-        q = np.sort(np.column_stack([b[c].predict(X) for c in _TAUS]), axis=1)    # no crossing quantiles
-        out = dict(exp_return=b["ret"].predict(X), hit_prob=b["dir"].predict(X), vol=self.vol_scale_ * np.exp(b["vol"].predict(X)),
+        q = np.sort(np.column_stack([b[c].predict(X, num_threads=1) for c in _TAUS]), axis=1)    # no crossing quantiles
+        out = dict(exp_return=b["ret"].predict(X, num_threads=1), hit_prob=b["dir"].predict(X, num_threads=1), vol=self.vol_scale_ * np.exp(b["vol"].predict(X, num_threads=1)),
                    q10=q[:, 0], q50=q[:, 1], q90=q[:, 2])
         if "regime" in b and not np.isnan(regime_now).all():
             Xr = np.column_stack([X, regime_now]).astype(np.float32)      # regime_features_ = features_ + ['regime_now']
             p = np.zeros((n, len(REGIMES)))
-            p[:, self.classes_] = b["regime"].predict(Xr).reshape(n, -1)   # classes back in code order; absent ones 0
+            p[:, self.classes_] = b["regime"].predict(Xr, num_threads=1).reshape(n, -1)   # classes back in code order; absent ones 0
             p /= p.sum(1, keepdims=True)
             out.update(regime=p.argmax(1).astype(float), **dict(zip(PROB_COLUMNS, p.T)))
         return out
@@ -160,6 +160,7 @@ def _settings(self: LightGBMFallback) -> dict:
 def _save(self: LightGBMFallback,
           stem: str | os.PathLike,         # where (see `stock_twins.checkpoint.artifact_stem`)
           config_hash: str | None = None,  # hash of what determined it (the job's recipe); None: the settings and training span
+          cutoff=None,                     # last date whose information it used (the job's cutoff); None: the last training date
          ) -> Path:
     "Write the boosters and their record as a `fallback` artefact; returns the stem."
     import lightgbm as lgb
@@ -170,7 +171,7 @@ def _save(self: LightGBMFallback,
                 vol_scale=self.vol_scale_, train_start=f"{self.train_start_:%Y-%m-%d}", train_end=f"{self.train_end_:%Y-%m-%d}",
                 n_train=int(self.n_train_))
     ch = config_hash or json_hash({**_settings(self), "train_start": meta["train_start"], "train_end": meta["train_end"]})
-    save_artifact(stem, arrays, kind="fallback", cutoff=self.train_end_, config_hash=ch, meta=meta, framework="np")
+    save_artifact(stem, arrays, kind="fallback", cutoff=self.train_end_ if cutoff is None else cutoff, config_hash=ch, meta=meta, framework="np")
     return Path(stem)
 
 def _load(cls, path: str | os.PathLike) -> LightGBMFallback:

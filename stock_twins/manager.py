@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state
 from .config import Config
+from .checkpoint import read_manifest
 from .data import check_tickers
 from .regime import REGIME_FEATURES
 from .schema import OPTIONS_FEATURES, PRED_COLUMNS, PROB_COLUMNS, emb_columns, prediction_frame, validate_predictions
@@ -71,6 +72,16 @@ class Fallback(Protocol):
     "Anything that predicts stocks without a twin, in the prediction schema."
     def predict(self, tickers: Sequence[str], date) -> pd.DataFrame: ...
 
+def _deployed(root, catalog: pd.DataFrame) -> dict:
+    "Ticker -> {'path', 'cutoff'} of the twins the deployment manifest (`<root>/twin/DEPLOYED.json`) names, among usable ones."
+    m = read_manifest(root, "twin")
+    if not m: return {}
+    out = {}
+    for t, e in m.get("entries", {}).items():
+        p = str(Path(root) / e["path"]) if not Path(e["path"]).is_absolute() else e["path"]
+        if ((catalog["ticker"] == t) & (catalog["path"] == p)).any(): out[t] = dict(path=p, cutoff=pd.Timestamp(e["cutoff"]))
+    return out
+
 class TwinManager:
     "Loads, caches and routes twins; batched predictions in the evaluation schema."
     def __init__(self, cfg: Config,            # config (universe, twins, foundation.embed_dim)
@@ -94,7 +105,11 @@ class TwinManager:
         self.pilots = [t for t in self.cfg.universe.pilot if t in present]
         c = list_twins(self.checkpoint_dir)
         ok = c["error"].isna() & (c["config_hash"] == self.config_hash) & (c["foundation_hash"] == self.foundation_hash)
-        self.catalog = c[ok & c["ticker"].isin(self.pilots)].sort_values(["ticker", "cutoff"]).reset_index(drop=True)
+        c = c[ok & c["ticker"].isin(self.pilots)]
+        self.deployed = _deployed(self.checkpoint_dir, c)
+        for t, e in self.deployed.items():      # a deployed twin serves from its cutoff on; newer, undeployed ones never serve
+            c = c[(c["ticker"] != t) | (c["cutoff"] < e["cutoff"]) | (c["path"] == e["path"])]
+        self.catalog = c.sort_values(["ticker", "cutoff"]).reset_index(drop=True)
         self._index = {t: (g["cutoff"].to_numpy("datetime64[ns]"), g["path"].tolist()) for t, g in self.catalog.groupby("ticker")}
         self._stacks.clear()
         return self

@@ -17,9 +17,9 @@ from .store import Store, atomic_write
 # %% auto #0
 __all__ = ['step', 'stored_prices', 'smoke_config', 'ingest_sample', 'build_features', 'store_summary', 'ensure_graphs_in_store',
            'foundation_recipe', 'ensure_foundation', 'latest_foundation', 'embedding_dates', 'embedded_dates',
-           'ensure_embeddings', 'ensure_twins', 'ensure_fallback', 'fallback_for', 'rank_predictions', 'traded_on',
-           'predict_ranked', 'save_predictions', 'format_ranked', 'run_main', 'run_pretrain', 'run_retrain',
-           'run_predict']
+           'ensure_embeddings', 'ensure_twins', 'ensure_fallback', 'fallback_for', 'publish', 'rank_predictions',
+           'traded_on', 'predict_ranked', 'save_predictions', 'format_ranked', 'run_main', 'run_pretrain',
+           'run_retrain', 'run_predict']
 
 # %% ../nbs/70_pipeline.ipynb #98f46744
 def step(msg: str, verbose: bool = True):
@@ -213,7 +213,7 @@ def ensure_fallback(cfg: Config, store: Store, cutoff, force: bool = False,
     from stock_twins.features import FEATURES
     train = Panel(feats[["date", "ticker", *[c for c in FEATURES if c in feats]]], pd.Timestamp(lab["date"].min()), cutoff, lab, regs)
     fb = LightGBMFallback.from_config(cfg, n_estimators=m.fallback_rounds).fit(train)
-    return fb, fb.save(stem, config_hash=json_hash(rec)), False
+    return fb, fb.save(stem, config_hash=json_hash(rec), cutoff=cutoff), False
 
 def fallback_for(cfg: Config, store: Store, fb, tickers: Sequence[str], date,
                  feats: pd.DataFrame | None = None, regs: pd.DataFrame | None = None, # at hand (None: read for `tickers` only)
@@ -237,6 +237,12 @@ def fallback_for(cfg: Config, store: Store, fb, tickers: Sequence[str], date,
     return fb.bind(f[["date", "ticker", *[c for c in FEATURES if c in f]]], r)
 
 # %% ../nbs/70_pipeline.ipynb #61936ef5
+def publish(cfg: Config, store: Store) -> dict | None:
+    "Publish the tables the API serves as a new snapshot (`serve.snapshot_dir`), so a running API sees them; None for an in-memory store."
+    from stock_twins.store import publish_snapshot
+    if store.path == ":memory:": return None
+    return publish_snapshot(store, cfg.serve.snapshot_dir, cfg.serve.snapshot_tables)
+
 def rank_predictions(preds: pd.DataFrame, horizon: int = 5) -> pd.DataFrame:
     "Schema predictions with `source` → the stored table's rows: the portfolio layer's priority score and rank added, best first."
     from stock_twins.portfolio import rank_by_priority
@@ -340,6 +346,7 @@ def run_main(cfg: Config | None = None,  # config; None loads it
         done = step("the day's target portfolio (PPO when a trained policy knows the day's stocks, else the priority rule)", progress)
         tp = target_portfolio(cfg, store, cutoff)                        # from cash, after every limit and cost
         save_target_portfolio(store, tp); done(f"rule {tp['rule'].iloc[0]}, {int((tp.weight.abs() > 1e-12).sum()) - 1} positions")
+        publish(cfg, store)                                                  # the API serves the new day from here on
         out = dict(date=f"{cutoff:%Y-%m-%d}", stocks=len(ranked), twins=int((ranked["source"] == "twin").sum()),
                    fallback=int((ranked["source"] == "fallback").sum()), foundation=str(fpath),
                    twin_dir=str(Path(cfg.data.checkpoint_dir) / "twin"), fallback_dir=str(fdir), csv=str(csv),
@@ -403,7 +410,7 @@ def run_retrain(cfg: Config, store: Store,
                 foundation: str | Path | None = None, # foundation checkpoint (default: the newest main-job one)
                 progress: bool = True,
                ) -> pd.DataFrame:
-    "Weekly retraining: embed up to the cutoff with the frozen foundation, then fine-tune every pilot twin; `retrain_all`'s summary."
+    "Weekly retraining: embed up to the cutoff with the frozen foundation, then fine-tune every pilot twin; `retrain_all`'s summary with the cutoff."
     from stock_twins.pretrain import load_foundation
     cutoff = _day(store, cutoff)
     stem, rec = latest_foundation(cfg, foundation)
@@ -412,7 +419,7 @@ def run_retrain(cfg: Config, store: Store,
     done = step(f"fine-tune the pilot twins at cutoff {cutoff:%Y-%m-%d}", progress)
     s = ensure_twins(cfg, store, cutoff, rec["sha256"], tickers=tickers, n_jobs=n_jobs, resume=resume, progress=progress)
     done(", ".join(f"{v} {k}" for k, v in s["status"].value_counts().items()))
-    return s
+    return s.assign(cutoff=cutoff)
 
 def run_predict(cfg: Config, store: Store,
                 date=None,                            # forecast origin (default: the latest price)

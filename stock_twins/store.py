@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from .config import Config, load_config
 
 # %% auto #0
-__all__ = ['StoreError', 'atomic_write', 'Store']
+__all__ = ['SNAPSHOT_FORMAT', 'StoreError', 'atomic_write', 'Store', 'publish_snapshot', 'snapshot_pointer', 'read_snapshot']
 
 # %% ../nbs/03_store.ipynb #7d19cdc4
 class StoreError(RuntimeError):
@@ -287,3 +287,76 @@ def _index_prices(self: Store, cfg: Config | None = None, start=None, end=None) 
     return self.read("index_prices", [name], start, end)
 
 Store.prices, Store.index_prices = _prices, _index_prices
+
+# %% ../nbs/03_store.ipynb #4ac0c119
+import hashlib
+import json
+import shutil
+
+# %% ../nbs/03_store.ipynb #8ade91ba
+SNAPSHOT_FORMAT = "stock_twins.snapshot/1"
+
+def _store_key(self: Store, table: str) -> list[str]:
+    "The primary-key columns of `table` ([] when it has none)."
+    self._need(table)
+    return self._key_of(table)
+
+Store.key = _store_key
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
+    return h.hexdigest()
+
+def publish_snapshot(store: Store,                     # the store to copy from (any connection: a job's own, or read-only)
+                     folder: str | os.PathLike,        # snapshot root (`serve.snapshot_dir`)
+                     tables: Sequence[str],            # tables to include; those the store lacks are skipped
+                     keep: int = 3,                    # snapshot versions kept (the current one included)
+                    ) -> dict:
+    "Write `tables` as a new Parquet snapshot under `folder`, then point `CURRENT.json` at it atomically; returns the pointer."
+    if keep < 1: raise ValueError(f"keep must be at least 1, not {keep}")
+    root = Path(folder)
+    now = datetime.now(timezone.utc)
+    version = f"{now:%Y%m%dT%H%M%S%fZ}_{os.getpid()}"
+    d = root / version
+    d.mkdir(parents=True, exist_ok=False)
+    info = {}
+    for t in dict.fromkeys(tables):
+        if not store.has(t): continue
+        _ident(t)                                                        # a plain name, safe as a file name
+        f = d / f"{t}.parquet"
+        store.export_parquet(t, f)
+        info[t] = dict(file=f.name, rows=store.count(t), key=store.key(t), sha256=_sha256_file(f))
+    ptr = dict(format=SNAPSHOT_FORMAT, version=version, created_at=now.isoformat(timespec="seconds"),
+               store=str(Path(store.path).resolve()) if store.path != ":memory:" else ":memory:", tables=info)
+    with atomic_write(d / "SNAPSHOT.json", "w") as fh: json.dump(ptr, fh, indent=1)
+    with atomic_write(root / "CURRENT.json", "w") as fh: json.dump(ptr, fh, indent=1)   # the commit point
+    old = sorted(p for p in root.iterdir() if p.is_dir() and (p / "SNAPSHOT.json").exists() and p.name != version)
+    for p in old[:max(0, len(old) - (keep - 1))]: shutil.rmtree(p, ignore_errors=True)
+    return ptr
+
+def snapshot_pointer(folder: str | os.PathLike) -> dict | None:
+    "The current snapshot's pointer (`CURRENT.json`), or None when nothing was published yet."
+    p = Path(folder) / "CURRENT.json"
+    try: ptr = json.loads(p.read_text())
+    except FileNotFoundError: return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise StoreError(f"{p}: corrupt snapshot pointer ({e}); publish a new snapshot") from None
+    if not isinstance(ptr, dict) or ptr.get("format") != SNAPSHOT_FORMAT:
+        raise StoreError(f"{p}: not a stock_twins snapshot pointer (format {ptr.get('format') if isinstance(ptr, dict) else None!r})")
+    return ptr
+
+def read_snapshot(folder: str | os.PathLike,    # snapshot root
+                  tables: Sequence[str] | None = None, # only these tables (default: all it holds)
+                 ) -> tuple[dict, dict[str, pd.DataFrame]]:
+    "(pointer, table -> frame) of the current snapshot, each file checked against its sha256; FileNotFoundError when none exists."
+    ptr = snapshot_pointer(folder)
+    if ptr is None: raise FileNotFoundError(f"no snapshot in {folder}: a job publishes one (`stock-twins publish`, or the main job's last step)")
+    d, out = Path(folder) / ptr["version"], {}
+    for t, meta in ptr["tables"].items():
+        if tables is not None and t not in tables: continue
+        f = d / meta["file"]
+        if not f.exists(): raise FileNotFoundError(f"{f}: snapshot file missing (a newer snapshot replaced it; read again)")
+        if _sha256_file(f) != meta["sha256"]: raise StoreError(f"{f}: sha256 does not match the snapshot pointer (corrupt file)")
+        out[t] = pq.read_table(f).to_pandas()
+    return ptr, out
