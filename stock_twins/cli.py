@@ -11,7 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ingest_sample', 'build_features', 'store_summary', 'cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate',
-           'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain', 'cmd_predict', 'build_parser', 'main']
+           'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain', 'cmd_predict', 'cmd_text_ingest',
+           'cmd_text_features', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -189,8 +190,40 @@ def _add_portfolio(sub):
     "Subcommands of the portfolio layer (`50_portfolio`): none yet."
 
 # %% ../nbs/80_cli.ipynb #e6f1766a
+def cmd_text_ingest(args) -> int:
+    "Validate a file of dated text items and add the new ones to the store."
+    from stock_twins.store import Store
+    from stock_twins.text import ingest_text
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        done = _step(f"text items from {args.source} into {st.path}")
+        c = ingest_text(st, args.source, cfg)
+        done(f"{c['written']} new items written")
+        print("  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c.items()) + f"\n  items stored: {st.count('text_items')}")
+    return 0
+
+def cmd_text_features(args) -> int:
+    "Recompute the text features (current extractor version) from every stored item."
+    from stock_twins.store import Store
+    from stock_twins.text import build_text_features
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        done = _step("text features per (date, ticker)")
+        s = build_text_features(st, cfg)
+        done(f"{s['rows']:,} rows for {s['tickers']} tickers, version {s['version']}")
+        print(f"  {s['items']} items: {s['dated']} dated, {s['pending']} after the last trading day's cut-off (pending); "
+              f"answered by {s['extractors']}\n  table text_features of {st.path}")
+    return 0
+
 def _add_agents(sub):
-    "Subcommands of the agents layer (`60_agents`): none yet."
+    "Subcommands of the agents layer (`60_text`, `61_policy`, `62_explain`)."
+    s = sub.add_parser("text", help="dated text items: ingest a file, compute point-in-time text features")
+    t = s.add_subparsers(dest="step", required=True, metavar="STEP")
+    i = t.add_parser("ingest", help="validate a CSV/Parquet/JSON-lines file of text items and add the new ones to the store")
+    i.add_argument("--source", required=True, help="file with columns published (with time zone), ticker, source, headline[, body, url]")
+    i.set_defaults(fn=cmd_text_ingest)
+    f = t.add_parser("features", help="recompute the text features from every stored item (offline unless agents.lm.enabled)")
+    f.set_defaults(fn=cmd_text_features)
 
 # %% ../nbs/80_cli.ipynb #9fbae3be
 def _add_serve(sub):
