@@ -12,7 +12,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['ingest_sample', 'build_features', 'store_summary', 'cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate',
            'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain', 'cmd_predict', 'cmd_text_ingest',
-           'cmd_text_features', 'build_parser', 'main']
+           'cmd_text_features', 'cmd_explain', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -215,6 +215,20 @@ def cmd_text_features(args) -> int:
               f"answered by {s['extractors']}\n  table text_features of {st.path}")
     return 0
 
+def cmd_explain(args) -> int:
+    "Print the explanation of one stock's recommendation and save its plot."
+    from stock_twins.explain import explain, explanation, plot_explanation
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        d = explain(args.ticker, args.date, cfg, st)
+        text, how = explanation(d, cfg)
+        print(text + f"\n\n(text: {how}; foundation {d.checkpoint})")
+        if not args.no_plot:
+            path = args.plot or Path(cfg.agents.report_dir) / "explain" / f"{d.ticker}_{d.date:%Y-%m-%d}.png"
+            plot_explanation(d, path); print(f"plot: {path}")
+    return 0
+
 def _add_agents(sub):
     "Subcommands of the agents layer (`60_text`, `61_policy`, `62_explain`)."
     s = sub.add_parser("text", help="dated text items: ingest a file, compute point-in-time text features")
@@ -224,6 +238,12 @@ def _add_agents(sub):
     i.set_defaults(fn=cmd_text_ingest)
     f = t.add_parser("features", help="recompute the text features from every stored item (offline unless agents.lm.enabled)")
     f.set_defaults(fn=cmd_text_features)
+    s = sub.add_parser("explain", help="why a stock is recommended: forecast, regime, the foundation's weights and attention, neighbours, text, policy")
+    s.add_argument("ticker", help="the stock")
+    s.add_argument("--date", default=None, help="forecast date (default: the stock's latest stored prediction)")
+    s.add_argument("--plot", default=None, help="where to save the plot (default: <agents.report_dir>/explain/TICKER_DATE.png)")
+    s.add_argument("--no-plot", action="store_true", help="print the text only")
+    s.set_defaults(fn=cmd_explain)
 
 # %% ../nbs/80_cli.ipynb #9fbae3be
 def _add_serve(sub):
