@@ -165,6 +165,40 @@ class OptionsConfig(_Section):
 class PortfolioConfig(_Section):
     "Allocation rules, constraints, costs, the RL agent and paper trading (`50_portfolio`)."
     cost_bps: float = Field(5.0, ge=0, description="Transaction cost in basis points of traded notional, per side.")
+    long_only: bool = Field(True, description="Long-only portfolios (False: long-short, shorts allowed down to -max_weight per stock).")
+    max_weight: float = Field(0.15, gt=0, le=1, description="Largest absolute weight of one stock (fraction of the portfolio's value).")
+    sector_cap: float | None = Field(0.40, gt=0, le=2, description="Largest gross weight (sum of absolute weights) of one GICS sector; None: no sector cap.")
+    max_gross: float = Field(1.0, gt=0, le=3, description="Largest gross exposure, sum of absolute weights (1: no leverage).")
+    max_net: float = Field(1.0, ge=0, le=3, description="Largest net exposure, sum of weights.")
+    min_net: float = Field(0.0, ge=-3, le=0, description="Smallest net exposure (long-short books; a long-only book is never below 0).")
+    min_trade: float = Field(0.0025, ge=0, lt=1, description="Trades smaller than this weight are skipped (unless skipping one would break a hard limit).")
+    max_turnover: float | None = Field(1.0, gt=0, description="Largest turnover per rebalance, sum of |weight changes| (2: sell everything, buy anew); None: no limit.")
+    rebalance_days: int = Field(5, ge=1, description="Trading days between rebalances (5: weekly, the forecasts' horizon).")
+    fill: Literal["next_close", "next_open", "close"] = Field("next_close", description="When an order decided after the close of day t is filled: the next session's close or open, or (optimistic) t's own close.")
+    priority_top_n: int = Field(10, ge=1, description="The priority rule holds at most this many stocks (per side when long-short).")
+    priority_weighting: Literal["score", "equal"] = Field("score", description="The priority rule's weights: proportional to the score, or equal.")
+    lookback_days: int = Field(252, ge=20, description="Trading days of returns the skfolio allocators (min variance, max Sharpe, risk parity) estimate from.")
+    risk_penalty: float = Field(1.0, ge=0, description="Risk penalty lambda of the RL reward: log return after costs minus lambda times its square.")
+    ppo_train_start: str = Field("1995-01-01", description="First forecast date PPO episodes may start from.")
+    ppo_train_end: str = Field("2004-12-31", description="Last date whose realised return PPO may learn from (pre-test years only).")
+    ppo_timesteps: int = Field(30_000, ge=64, description="PPO environment steps (weekly rebalances) per seed.")
+    ppo_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Seeds PPO is trained with; every seed is reported, the first one's policy is saved for use.")
+    ppo_episode_weeks: int = Field(52, ge=2, description="Rebalances per training episode (episodes start at random training dates).")
+    ppo_learning_rate: float = Field(3e-4, gt=0, description="PPO learning rate (Adam).")
+    ppo_n_steps: int = Field(256, ge=8, description="PPO rollout length per update.")
+    ppo_batch_size: int = Field(64, ge=8, description="PPO minibatch size.")
+    ppo_gamma: float = Field(0.95, gt=0, le=1, description="PPO discount factor per weekly step.")
+    ppo_ent_coef: float = Field(0.0, ge=0, description="PPO entropy bonus.")
+    ppo_net_arch: list[int] = Field(default_factory=lambda: [64, 64], description="Hidden layer widths of the policy and value networks.")
+    ppo_logit_scale: float = Field(3.0, gt=0, description="The action in [-1, 1]^(N+1) times this gives the logits whose softmax are the target weights (stocks and cash).")
+    paper_capital: float = Field(1_000_000.0, gt=0, description="Starting cash of the paper-trading account.")
+    paper_dir: str = Field("reports/paper", description="Where the paper-trading daily reports are written.")
+    backtest_dir: str = Field("reports/backtest", description="Where `stock-twins backtest` writes its table, plots and cached forecasts.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.min_net > self.max_net: raise ValueError(f"min_net ({self.min_net}) must not exceed max_net ({self.max_net})")
+        return self
 
 # %% ../nbs/00_config.ipynb #207ad067
 class LMConfig(_Section):
