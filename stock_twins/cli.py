@@ -12,7 +12,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['ingest_sample', 'build_features', 'store_summary', 'cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate',
            'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain', 'cmd_predict', 'cmd_text_ingest',
-           'cmd_text_features', 'cmd_explain', 'build_parser', 'main']
+           'cmd_text_features', 'cmd_explain', 'cmd_report', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -229,6 +229,15 @@ def cmd_explain(args) -> int:
             plot_explanation(d, path); print(f"plot: {path}")
     return 0
 
+def cmd_report(args) -> int:
+    "The daily report: the allocation rule's proposal, the PolicyAgent's actions, each position's explanation."
+    from stock_twins.agents import daily_report
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        daily_report(cfg, st, args.date, rule=args.rule, out_dir=args.out)
+    return 0
+
 def _add_agents(sub):
     "Subcommands of the agents layer (`60_text`, `61_policy`, `62_explain`)."
     s = sub.add_parser("text", help="dated text items: ingest a file, compute point-in-time text features")
@@ -244,6 +253,11 @@ def _add_agents(sub):
     s.add_argument("--plot", default=None, help="where to save the plot (default: <agents.report_dir>/explain/TICKER_DATE.png)")
     s.add_argument("--no-plot", action="store_true", help="print the text only")
     s.set_defaults(fn=cmd_explain)
+    s = sub.add_parser("report", help="the daily report: proposal, PolicyAgent actions, explanations (markdown with plots)")
+    s.add_argument("--date", default=None, help="forecast date (default: the latest stored predictions)")
+    s.add_argument("--rule", default="priority", help="the portfolio layer's allocation rule (see stock_twins.portfolio.RULES)")
+    s.add_argument("--out", default=None, help="output folder (default: agents.report_dir)")
+    s.set_defaults(fn=cmd_report)
 
 # %% ../nbs/80_cli.ipynb #9fbae3be
 def _add_serve(sub):

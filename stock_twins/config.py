@@ -230,6 +230,7 @@ class PolicyRules(_Section):
     liquidity_unknown: Literal["pass", "veto"] = Field("pass", description="What the liquidity floor does when dollar volume is unknown (the bundled sample has no volume).")
     regime_scale: dict[str, float] = Field(default_factory=lambda: {"Volatile": 0.5}, description="Predicted regime -> factor on the proposed weight (Volatile halves the size).")
     regime_no_new: list[str] = Field(default_factory=lambda: ["Choppy"], description="Predicted regimes in which no new position is opened and none is increased.")
+    regime_min_prob: float = Field(0.0, ge=0, le=1, description="The regime rules act only when the predicted regime's probability is at least this (0: always).")
     max_position: float = Field(0.10, gt=0, le=1, description="Largest weight of one stock.")
     sector_cap: float = Field(0.30, gt=0, le=1, description="Largest total weight of one sector (positions scaled down pro rata).")
     sector_cap_overrides: dict[str, float] | None = Field(None, description="Per-sector caps that replace `sector_cap`, e.g. {Technology: 0.25}.")
