@@ -235,7 +235,8 @@ def render(d: Drivers) -> str:
     s.append("Twin versus prior: " + (", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in d.prior.items()) + "."
                                       if d.prior else "not recorded (the twins record no prior yet)."))
     if len(d.policy):
-        acts = "; ".join(f"{r.rule} {r.action}s the weight {r.before:.3f} to {r.after:.3f} ({r.detail})" for r in d.policy.itertuples())
+        verb = {"veto": "vetoes", "resize": "resizes"}
+        acts = "; ".join(f"{r.rule} {verb.get(r.action, r.action)} the weight {r.before:.3f} to {r.after:.3f} ({r.detail})" for r in d.policy.itertuples())
         s.append(f"\n\nPolicy: {acts}.")
     else: s.append("\n\nPolicy: no rule acted.")
     return " ".join(s).replace(" \n\n", "\n\n")
