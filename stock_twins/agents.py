@@ -74,13 +74,15 @@ def daily_report(cfg: Config | None = None,   # config; None loads it
         _book_plot(summ, out / "portfolio.png", f"{date:%Y-%m-%d}: proposed ({r.name}) and accepted weights")
         lm = LMClient(cfg.agents.lm, store) if cfg.agents.lm.enabled and cfg.agents.lm.rewrite_explanations else None
         pos = [t for t in res.weights.sort_values(ascending=False).index if res.weights[t] != 0]
-        view = foundation_view(cfg, store, date) if pos else None
+        vetoed = [t for t in res.proposal.sort_values(ascending=False).index if res.proposal[t] != 0 and t not in pos]
+        view = foundation_view(cfg, store, date) if pos or vetoed else None
         sections = []
-        for t in pos:
+        for t in pos + vetoed:
             d = explain(t, date, cfg, store, view)
             txt, how = explanation(d, cfg, lm)
             plot_explanation(d, out / f"{t}.png")
-            sections.append(f"### {t}: {_fmt_w(res.weights[t])}\n\n{txt}\n\n*Text: {how}.*\n\n![{t}]({t}.png)\n")
+            head = f"{_fmt_w(res.weights[t])}" if t in pos else f"proposed {_fmt_w(res.proposal[t])}, not accepted"
+            sections.append(f"### {t}: {head}\n\n{txt}\n\n*Text: {how}.*\n\n![{t}]({t}.png)\n")
         cash = 1.0 - float(res.weights.sum())
         L = [f"# Daily report, {date:%Y-%m-%d}", "",
              f"Forecasts for the {cfg.features.horizon} trading days after {date:%Y-%m-%d} ({len(fc)} stocks); allocation rule `{r.name}`; "
@@ -100,7 +102,7 @@ def daily_report(cfg: Config | None = None,   # config; None loads it
             L += ["| ticker | rule | action | before | after | why |", "|---|---|---|---|---|---|"]
             L += [f"| {a.ticker} | {a.rule} | {a.action} | {a.before:.4f} | {a.after:.4f} | {a.detail} |" for a in res.actions.itertuples()]
         else: L.append("No rule acted.")
-        L += ["", "## Positions", ""] + (sections or ["No position was accepted."])
+        L += ["", "## Positions and proposals", ""] + (sections or ["Nothing was proposed."])
         path = out / "report.md"
         with atomic_write(path, "w") as fh: fh.write("\n".join(L) + "\n")
         rep = dict(date=f"{date:%Y-%m-%d}", path=str(path), positions=len(pos), proposed=int((res.proposal != 0).sum()),

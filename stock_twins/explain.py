@@ -194,7 +194,10 @@ def explain(ticker: str,                    # the stock
                  if (k == "prior" or str(k).startswith("prior_") or k in ("twin_share", "twin_weight")) and pd.notna(v)} or None
         pol = pd.DataFrame(columns=["rule", "action", "before", "after", "detail"])
         if store.has("policy_actions") and ticker in store.tickers("policy_actions"):
-            pol = store.read("policy_actions", tickers=[ticker], dates=[date])[["rule", "action", "before", "after", "detail"]]
+            pol = store.read("policy_actions", tickers=[ticker], dates=[date])
+            if "created" in row and pd.notna(row["created"]) and "created_utc" in pol:    # actions older than the forecast judged another one
+                pol = pol[pol["created_utc"] >= pd.Timestamp(row["created"])]
+            pol = pol[["rule", "action", "before", "after", "detail"]]
         return Drivers(ticker, date, fc, reg, variables.reset_index(drop=True), days.reset_index(drop=True), nb, window,
                        view.checkpoint, _text_drivers(store, cfg, ticker, date), opts, prior, pol.reset_index(drop=True))
     finally:

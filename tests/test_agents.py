@@ -77,7 +77,7 @@ def test_cli_report_lists_every_action_and_position(job, capsys):
     md = (Path(cfg.agents.report_dir) / f"{date:%Y-%m-%d}" / "report.md").read_text()
     _eq(len(w), w["ticker"].nunique())
     for a in acts.itertuples(): assert f"| {a.ticker} | {a.rule} | {a.action} |" in md
-    for t in w.loc[w["accepted"] != 0, "ticker"]: assert f"### {t}:" in md
+    for t in w.loc[(w["accepted"] != 0) | (w["proposed"] != 0), "ticker"]: assert f"### {t}:" in md
     assert "## Policy actions" in md and "not advice" in md
 
 
