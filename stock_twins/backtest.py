@@ -20,8 +20,9 @@ from .schema import prediction_frame, validate_predictions
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['BacktestResult', 'decision_dates', 'backtest_rule', 'sharpe', 'sharpe_difference', 'max_drawdown', 'drawdowns',
-           'performance', 'planted_forecasts']
+__all__ = ['DEFAULT_FORECAST_MODELS', 'BENCHMARKS', 'CAVEATS', 'BacktestResult', 'decision_dates', 'backtest_rule', 'sharpe',
+           'sharpe_difference', 'max_drawdown', 'drawdowns', 'performance', 'planted_forecasts', 'harness_forecasts',
+           'run_backtest', 'train_policy', 'backtest_table', 'format_table', 'backtest_plots', 'write_backtest_report']
 
 # %% ../nbs/93_backtest.ipynb #e59d3354
 @dataclass
@@ -175,3 +176,259 @@ def planted_forecasts(prices: pd.DataFrame,   # canonical long price table (e.g.
     sd = lab.groupby("date")["y_ret"].transform("std").fillna(0.01).to_numpy()
     er = signal * lab["y_ret"].to_numpy() + noise * sd * rng.standard_normal(len(lab))
     return prediction_frame(lab, model, exp_return=er, hit_prob=0.5, vol=0.25)
+
+# %% ../nbs/93_backtest.ipynb #5fb1db96
+DEFAULT_FORECAST_MODELS = ("fallback", "lgbm", "ridge", "momentum_20")
+BENCHMARKS = ("equal_weight", "min_variance", "max_sharpe", "risk_parity")
+
+def harness_forecasts(cfg: Config | None = None,       # evaluation.test_end, portfolio.ppo_train_start, portfolio.backtest_dir
+                      models: Sequence[str] = DEFAULT_FORECAST_MODELS, # 'fallback' (LightGBMFallback) and baseline names
+                      out: str | os.PathLike | None = None, # Parquet path (default: <backtest_dir>/forecasts.parquet)
+                      progress: bool = True,
+                     ) -> Path:
+    "Walk-forward forecasts of `models` on the bundled real sample from ppo_train_start's year to evaluation.test_end (written to Parquet)."
+    from stock_twins.baselines import make_baselines
+    from stock_twins.data import load_sample, load_sample_index
+    from stock_twins.evaluation import run_walk_forward
+    from stock_twins.fallback import LightGBMFallback
+    cfg = cfg or load_config()
+    c = cfg.replace(evaluation={"test_start": pd.Timestamp(cfg.portfolio.ppo_train_start).year})
+    ms = [LightGBMFallback.from_config(c) if m == "fallback" else make_baselines([m], c)[0] for m in models]
+    out = Path(out) if out is not None else Path(cfg.portfolio.backtest_dir) / "forecasts.parquet"
+    run_walk_forward(ms, load_sample(c), load_sample_index(c), c, out=out, progress=progress)
+    return out
+
+def _load_predictions(predictions) -> pd.DataFrame:
+    if isinstance(predictions, (str, os.PathLike)):
+        p = Path(predictions)
+        if not p.exists(): raise FileNotFoundError(f"no predictions at {p} (write them with `stock-twins evaluate` or run_walk_forward)")
+        predictions = pd.read_parquet(p)
+    return validate_predictions(predictions)
+
+def _no_limits(pc: PortfolioConfig) -> PortfolioConfig:
+    return pc.model_copy(update=dict(max_weight=1.0, sector_cap=None, min_trade=0.0, max_turnover=None, max_gross=1.0, max_net=1.0))
+
+def run_backtest(predictions=None,                 # harness-schema forecasts: a frame or a Parquet path (None: harness_forecasts' file, made if missing)
+                 cfg: Config | None = None,        # portfolio, evaluation (test years, bootstrap), universe
+                 models: Sequence[str] | None = None, # forecast models to trade on (default: every model with exp_return)
+                 start=None, end=None,             # test period (default: evaluation.test_start/test_end years)
+                 ppo: bool = True,                 # train and test PPO
+                 ppo_model: str | None = None,     # the forecasts PPO learns from (default: 'fallback' if present, else the first model)
+                 seeds: Sequence[int] | None = None, # PPO seeds (default: portfolio.ppo_seeds)
+                 timesteps: int | None = None,     # PPO steps per seed (default: portfolio.ppo_timesteps)
+                 prices: pd.DataFrame | None = None, # stock prices (default: the bundled sample)
+                 index: pd.DataFrame | None = None,  # index prices (default: the bundled S&P 500)
+                 out_dir: str | os.PathLike | None = None, # where to write (default: portfolio.backtest_dir)
+                 save: bool = True,                # save the first seed's policy under data.checkpoint_dir
+                 progress: bool = True,
+                ) -> dict:
+    "Backtest priority, PPO, the skfolio benchmarks and buy-and-hold on the forecasts; write table, plots and report; return them."
+    from tqdm import tqdm
+    from stock_twins.data import load_sample, load_sample_index
+    t00 = time.perf_counter()
+    cfg = cfg or load_config()
+    ev, pc = cfg.evaluation, cfg.portfolio
+    out = Path(out_dir or pc.backtest_dir)
+    if predictions is None:
+        predictions = out / "forecasts.parquet"
+        if not predictions.exists():
+            if progress: print(f"-> no forecasts at {predictions}: making them with the harness (fallback and baselines, a few minutes)")
+            harness_forecasts(cfg, out=predictions, progress=progress)
+    src = str(predictions) if isinstance(predictions, (str, os.PathLike)) else "a frame"
+    preds = _load_predictions(predictions)
+    start = pd.Timestamp(start or f"{ev.test_start}-01-01"); end = pd.Timestamp(end or f"{ev.test_end}-12-31")
+    have = [m for m in preds["model"].unique() if preds.loc[preds.model == m, "exp_return"].notna().any()]
+    models = list(models) if models is not None else sorted(have, key=lambda m: (m != "fallback", m))
+    miss = [m for m in models if m not in have]
+    if miss: raise ValueError(f"no exp_return forecasts of {miss} in {src}; models with forecasts: {sorted(have)}")
+    if not models: raise ValueError(f"no model with exp_return forecasts in {src}")
+    prices = wide_prices(prices if prices is not None else load_sample(cfg))
+    index = index if index is not None else load_sample_index(cfg)
+    ix = wide_prices(index)
+    ix_name = ix.columns[0]
+    px = prices.join(ix[[ix_name]], how="left")
+    fc = {m: preds[(preds.model == m) & (preds.date >= start) & (preds.date <= end)] for m in models}
+    if any(len(v) == 0 for v in fc.values()): raise ValueError(f"no forecasts between {start:%Y-%m-%d} and {end:%Y-%m-%d} for "
+                                                               f"{[m for m, v in fc.items() if len(v) == 0]}")
+    uni = fc[models[0]]
+    jobs = [(f"priority[{m}]", PriorityRule.from_config(cfg), fc[m], None) for m in models]
+    jobs += [(k, SkfolioRule.from_config(k, cfg), uni, None) for k in BENCHMARKS]
+    jobs += [(f"buy_and_hold_{ix_name}", BuyAndHold(ix_name), uni, _no_limits(pc))]
+    results, timing, notes = {}, {}, []
+    for name, rule, f, lim in tqdm(jobs, desc="backtest", disable=not progress, leave=False):
+        t0 = time.perf_counter()
+        results[name] = backtest_rule(rule, f, px, cfg, start, end, limits=lim, name=name)
+        timing[name] = time.perf_counter() - t0
+    ppo_info = None
+    if ppo:
+        ppo_info = _ppo_runs(preds, px, ix[ix_name], cfg, models, ppo_model, seeds, timesteps, start, end, results, save, progress)
+        notes += ppo_info.pop("notes", [])
+    first = min(r.nav.index[0] for r in results.values())
+    table = backtest_table(results, "equal_weight", ev.block, ev.n_boot, cfg.project.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = backtest_plots(results, out, main=f"priority[{models[0]}]")
+    navs = pd.DataFrame({k: r.nav for k, r in results.items()})
+    with atomic_write(out / "nav.parquet") as fh: navs.to_parquet(fh)
+    with atomic_write(out / "table.csv", "w") as fh: table.to_csv(fh, float_format="%.6g")
+    info = dict(forecasts=src, models=models, start=f"{first:%Y-%m-%d}", end=f"{navs.index[-1]:%Y-%m-%d}", ppo=ppo_info, notes=notes,
+                seconds=round(time.perf_counter() - t00, 1), strategy_seconds={k: round(v, 1) for k, v in timing.items()})
+    path = write_backtest_report(table, info, pngs, out, cfg)
+    if progress:
+        print(format_table(table))
+        print(f"\n{len(results)} strategies on {info['start']}..{info['end']} in {info['seconds']:.0f}s; report: {path}")
+    return dict(table=table, results=results, report=path, info=info)
+
+def _ppo_runs(preds, px, index_close, cfg, models, ppo_model, seeds, timesteps, start, end, results, save, progress) -> dict:
+    "Train PPO per seed on the forecasts before `start`, backtest each seed; add the results; return what was done."
+    from stock_twins.portfolio_env import PolicyRule, policy_meta, save_policy, train_ppo
+    pc = cfg.portfolio
+    cols = ("exp_return", "hit_prob", "vol")
+    cands = [m for m in ([ppo_model] if ppo_model else sorted(models, key=lambda m: (m != "fallback", m)))]
+    m = next((m for m in cands if preds.loc[preds.model == m, list(cols)].notna().all(axis=1).any()), None)
+    if m is None: return {"notes": [f"PPO skipped: no model with {cols} among {cands}"]}
+    until = start - pd.Timedelta(days=1)
+    train = preds[(preds.model == m) & (preds.date >= pd.Timestamp(pc.ppo_train_start)) & (preds.date <= until)]
+    if train["date"].nunique() < 8 * pc.rebalance_days:
+        return {"notes": [f"PPO skipped: {m} has no forecasts between {pc.ppo_train_start} and {until:%Y-%m-%d} to train on "
+                          "(start the test period later, e.g. --start 2011, to train on the first years of the forecasts)"]}
+    data = _ppo_data(preds, m, px, index_close, cfg, until)
+    n = int(timesteps or pc.ppo_timesteps)
+    runs, saved = [], None
+    for k, seed in enumerate(seeds if seeds is not None else pc.ppo_seeds):
+        model, secs = train_ppo(data, cfg, seed=seed, timesteps=n, progress=progress)
+        meta = policy_meta(model, data, cfg, seed, secs, n, m)
+        name = f"ppo[{m}] seed {seed}"
+        rule = PolicyRule(model.policy, meta, index=index_close.name or cfg.data.index_ticker, name=name)
+        t0 = time.perf_counter()
+        f = preds[(preds.model == m) & (preds.date >= start) & (preds.date <= end)]
+        results[name] = backtest_rule(rule, f, px, cfg, start, end, name=name)
+        runs.append(dict(seed=seed, train_seconds=round(secs, 1), backtest_seconds=round(time.perf_counter() - t0, 1)))
+        if save and k == 0: saved = str(save_policy(model, data, cfg, seed, secs, n, m))
+    return dict(model=m, train_dates=[f"{data.dates[0]:%Y-%m-%d}", f"{data.dates[-1]:%Y-%m-%d}"], decisions=len(data),
+                timesteps=n, runs=runs, saved=saved)
+
+def _ppo_data(preds: pd.DataFrame, model: str, px: pd.DataFrame, index_close: pd.Series, cfg: Config, until):
+    "EnvData of `model`'s forecasts from ppo_train_start to `until` (returns included up to `until`)."
+    from stock_twins.portfolio_env import make_env_data
+    p = preds[(preds.model == model) & (preds.date >= pd.Timestamp(cfg.portfolio.ppo_train_start)) & (preds.date <= pd.Timestamp(until))]
+    if p.empty: raise ValueError(f"no {model} forecasts between {cfg.portfolio.ppo_train_start} and {pd.Timestamp(until):%Y-%m-%d} to train PPO on")
+    tick = sorted(preds.loc[preds.model == model, "ticker"].unique())
+    return make_env_data(p, px, index_close, cfg, tickers=tick, returns_until=until)
+
+def train_policy(predictions=None,                 # harness-schema forecasts, frame or Parquet (None: the backtest's forecasts file)
+                 cfg: Config | None = None,        # portfolio: ppo_* settings, ppo_train_start/ppo_train_end
+                 model: str = "fallback",          # the forecasts the policy learns from
+                 seeds: Sequence[int] | None = None, timesteps: int | None = None,
+                 train_end=None,                   # last date whose return PPO may learn from (default: ppo_train_end)
+                 prices: pd.DataFrame | None = None, index: pd.DataFrame | None = None, # default: the bundled sample
+                 save: bool = True, progress: bool = True,
+                ) -> dict:
+    "Train PPO with every seed on `model`'s forecasts up to `train_end`, report each seed's in-sample result, save the first seed's policy."
+    from stock_twins.data import load_sample, load_sample_index
+    from stock_twins.portfolio_env import evaluate_policy_on, save_policy, train_ppo
+    cfg = cfg or load_config()
+    pc = cfg.portfolio
+    if predictions is None: predictions = Path(pc.backtest_dir) / "forecasts.parquet"
+    preds = _load_predictions(predictions)
+    if model not in set(preds["model"]): raise ValueError(f"no forecasts of {model!r}; models: {sorted(preds['model'].unique())}")
+    px = wide_prices(prices if prices is not None else load_sample(cfg))
+    ix = wide_prices(index if index is not None else load_sample_index(cfg)); ixc = ix[ix.columns[0]]
+    until = pd.Timestamp(train_end or pc.ppo_train_end)
+    cfg = cfg.replace(portfolio={"ppo_train_end": f"{until:%Y-%m-%d}"})
+    data = _ppo_data(preds, model, px.join(ixc, how="left"), ixc, cfg, until)
+    n = int(timesteps or pc.ppo_timesteps)
+    runs, saved = [], None
+    for k, seed in enumerate(seeds if seeds is not None else pc.ppo_seeds):
+        m, secs = train_ppo(data, cfg, seed=seed, timesteps=n, progress=progress)
+        ev = evaluate_policy_on(m.policy, data, cfg)
+        r = ev["return"].to_numpy()
+        runs.append(dict(seed=seed, train_seconds=round(secs, 1), steps_per_second=round(n / secs), in_sample_weekly_mean=float(r.mean()),
+                         in_sample_weekly_sd=float(r.std()), in_sample_sharpe=float(r.mean() / r.std() * np.sqrt(52)) if r.std() > 0 else np.nan,
+                         turnover_per_step=float(ev["turnover"].mean())))
+        if save and k == 0: saved = save_policy(m, data, cfg, seed, secs, n, model)
+    return dict(model=model, train_dates=(f"{data.dates[0]:%Y-%m-%d}", f"{data.dates[-1]:%Y-%m-%d}"), decisions=len(data), timesteps=n,
+                runs=pd.DataFrame(runs).set_index("seed"), saved=saved)
+
+def backtest_table(results: Mapping[str, BacktestResult], benchmark: str = "equal_weight", block: int = 21, n_boot: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    "One row per strategy over the common span: return, vol, Sharpe [CI], drawdown, Calmar, turnover, cost, Sharpe - benchmark's [CI]."
+    lo = max(r.nav.index[0] for r in results.values()); hi = min(r.nav.index[-1] for r in results.values())
+    b = results.get(benchmark)
+    rows = [performance(r, b if k != benchmark else None, block, n_boot, seed, lo, hi) for k, r in results.items()]
+    return pd.DataFrame(rows).set_index("strategy")
+
+def format_table(t: pd.DataFrame) -> str:
+    "The backtest table as text: percentages, Sharpe with its interval."
+    f = pd.DataFrame(index=t.index)
+    f["return"] = t.ann_return.map("{:+.1%}".format); f["vol"] = t.ann_vol.map("{:.1%}".format)
+    f["Sharpe [95% CI]"] = [f"{a:.2f} [{b:.2f}, {c:.2f}]" for a, b, c in zip(t.sharpe, t.sharpe_lo, t.sharpe_hi)]
+    f["max DD"] = t.max_dd.map("{:.1%}".format); f["Calmar"] = t.calmar.map("{:.2f}".format)
+    f["turnover/yr"] = t.turnover.map("{:.1f}".format); f["cost/yr"] = t.cost_bp.map("{:.0f}bp".format)
+    if "d_sharpe" in t:
+        f["Sharpe - EW [95% CI]"] = ["" if pd.isna(a) else f"{a:+.2f} [{b:+.2f}, {c:+.2f}]"
+                                    for a, b, c in zip(t.d_sharpe, t.d_sharpe_lo, t.d_sharpe_hi)]
+    return f.to_string()
+
+def backtest_plots(results: Mapping[str, BacktestResult], out: Path, main: str | None = None, dpi: int = 90) -> list[str]:
+    "Equity curves, drawdowns, weights over time (the main rule, the first PPO seed, min variance) and yearly turnover, as PNGs in `out`."
+    import matplotlib
+    import matplotlib.pyplot as plt
+    out = Path(out); names = []
+    def save(fig, name):
+        fig.tight_layout()
+        with atomic_write(out / name) as fh: fig.savefig(fh, format="png", dpi=dpi)
+        plt.close(fig); names.append(name)
+    cmap = matplotlib.colormaps["tab20"]
+    col = {k: cmap(i % 20) for i, k in enumerate(results)}
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for k, r in results.items(): ax.plot(r.nav.index, r.nav.to_numpy(), lw=1.4 if "ppo" not in k else 0.9, color=col[k], label=k)
+    ax.set_yscale("log"); ax.set_ylabel("value (log scale)"); ax.set_title("Equity curves (after costs)"); ax.legend(fontsize=7, ncol=2)
+    save(fig, "equity.png")
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for k, r in results.items(): ax.plot(r.nav.index, 100 * drawdowns(r.nav).to_numpy(), lw=0.9, color=col[k], label=k)
+    ax.set_ylabel("drawdown (%)"); ax.set_title("Drawdowns"); ax.legend(fontsize=7, ncol=3)
+    save(fig, "drawdowns.png")
+    show = [k for k in (main, next((k for k in results if k.startswith("ppo")), None), "min_variance") if k in results]
+    fig, axs = plt.subplots(len(show), 1, figsize=(10, 2.6 * len(show)), squeeze=False)
+    for ax, k in zip(axs[:, 0], show):
+        w = results[k].weights.clip(lower=0)
+        ax.stackplot(w.index, w.to_numpy().T, labels=w.columns, colors=[cmap(i % 20) for i in range(w.shape[1])], lw=0)
+        ax.set_ylim(0, 1.02); ax.set_title(f"weights after each rebalance: {k}", fontsize=9); ax.set_ylabel("weight")
+    axs[0, 0].legend(fontsize=6, ncol=10, loc="upper left", bbox_to_anchor=(0, -0.1) if len(show) == 1 else (0, 1.35))
+    save(fig, "weights.png")
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    for k, r in results.items():
+        y = r.turnover.groupby(r.turnover.index.year).sum()
+        ax.plot(y.index, y.to_numpy(), marker="o", ms=3, lw=1, color=col[k], label=k)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("turnover per year"); ax.set_title("Turnover (sum of |weight changes|)"); ax.legend(fontsize=7, ncol=3)
+    save(fig, "turnover.png")
+    return names
+
+CAVEATS = """- Forecasts: {forecasts}; the forecast models are walk-forward out of sample (yearly expanding refit); PPO learns only
+  from forecasts and returns dated before the test period.
+- Fills at the next session's close after each weekly decision, {bps:g} bp per side on the traded notional, cash at 0%.
+- The 20 stocks are today's survivors, picked after the fact, and prices are dividend-adjusted: every strategy
+  here, equal weight included, is flattered by survivorship; compare strategies with each other, not with the index.
+- Sharpe intervals: 95% moving-block bootstrap over days ({block}-day blocks, {n_boot} resamples); the difference
+  with equal weight is paired (the same resampled days for both)."""
+
+def write_backtest_report(table: pd.DataFrame, info: dict, pngs: Sequence[str], out: Path, cfg: Config) -> Path:
+    "report.md: what was run, the table, the PPO runs, the caveats and the plots."
+    ev, pc = cfg.evaluation, cfg.portfolio
+    md = ["# Backtest", "", f"Test period {info['start']} .. {info['end']}; forecasts from `{info['forecasts']}` "
+          f"(models {', '.join(info['models'])}); weekly rebalance ({pc.rebalance_days} trading days), fills at {pc.fill}, "
+          f"{pc.cost_bps:g} bp per side; limits: max weight {pc.max_weight}, sector cap {pc.sector_cap}, gross {pc.max_gross}, "
+          f"min trade {pc.min_trade}, turnover {pc.max_turnover} per rebalance. Ran in {info['seconds']:.0f} s.", "",
+          "```", format_table(table), "```", ""]
+    p = info.get("ppo")
+    if p:
+        md += ["## PPO", "", f"Trained on `{p['model']}` forecasts, decisions {p['train_dates'][0]} .. {p['train_dates'][1]} "
+               f"({p['decisions']} weekly steps of data), {p['timesteps']:,} steps per seed; every seed is in the table.", "",
+               md_table(pd.DataFrame(p["runs"]).set_index("seed")), "", f"Saved policy (first seed): `{p.get('saved')}`", ""]
+    md += [f"- {n}" for n in info.get("notes", [])] + [""]
+    md += ["## Caveats", "", CAVEATS.format(forecasts=info["forecasts"], bps=pc.cost_bps, block=ev.block, n_boot=ev.n_boot), ""]
+    md += ["## Plots", ""] + [f"![{n[:-4]}]({n})" for n in pngs] + [""]
+    with atomic_write(out / "report.md", "w") as fh: fh.write("\n".join(md))
+    with atomic_write(out / "info.json", "w") as fh: json.dump(info, fh, indent=1, default=str)
+    return out / "report.md"

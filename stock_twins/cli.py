@@ -11,7 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ingest_sample', 'build_features', 'store_summary', 'cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate',
-           'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain', 'cmd_predict', 'cmd_text_ingest',
+           'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain', 'cmd_predict', 'cmd_backtest', 'cmd_ppo',
+           'cmd_portfolio', 'cmd_paper_run', 'cmd_paper_report', 'cmd_paper_load', 'cmd_text_ingest',
            'cmd_text_features', 'cmd_explain', 'cmd_report', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
@@ -186,8 +187,111 @@ def _add_options(sub):
     "Subcommands of the options layer (`40_options`): none yet."
 
 # %% ../nbs/80_cli.ipynb #6de6b740
+def _names(s: str | None) -> list[str] | None:
+    return None if not s else [t.strip() for t in s.split(",") if t.strip()]
+
+def _ints(s: str | None) -> list[int] | None:
+    return None if not s else [int(t) for t in s.split(",") if t.strip()]
+
+def cmd_backtest(args) -> int:
+    "Walk-forward backtest of the priority rule, PPO, the skfolio benchmarks and buy-and-hold on harness forecasts (see `93_backtest`)."
+    from stock_twins.backtest import run_backtest
+    cfg = _cfg(args)
+    run_backtest(args.predictions, cfg, models=_names(args.models), start=args.start, end=args.end, ppo=not args.no_ppo,
+                 ppo_model=args.ppo_model, seeds=_ints(args.seeds), timesteps=args.timesteps, out_dir=args.out, save=not args.no_save)
+    return 0
+
+def cmd_ppo(args) -> int:
+    "Train PPO on one model's forecasts of the training years, every seed reported, the first seed's policy saved (see `51_portfolio_env`)."
+    from stock_twins.backtest import train_policy
+    cfg = _cfg(args)
+    done = _step(f"PPO on {args.model} forecasts up to {args.train_end or cfg.portfolio.ppo_train_end}")
+    r = train_policy(args.predictions, cfg, args.model, _ints(args.seeds), args.timesteps, args.train_end)
+    done(f"{r['decisions']} weekly decisions {r['train_dates'][0]} .. {r['train_dates'][1]}, {r['timesteps']:,} steps per seed")
+    print(r["runs"].to_string(float_format="{:.4f}".format))
+    print(f"saved policy (seed {r['runs'].index[0]}): {r['saved']}")
+    return 0
+
+def cmd_portfolio(args) -> int:
+    "The day's target portfolio from the stored forecasts (PPO when a policy is saved, else the priority rule)."
+    from stock_twins.paper import format_target, save_target_portfolio, target_portfolio
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    with Store.from_config(cfg, read_only=not args.save) as st:
+        tp = target_portfolio(cfg, st, args.date, rule=args.rule)
+        print(format_target(tp))
+        if args.save: print(f"written: {save_target_portfolio(st, tp)} rows to table portfolio of {st.path}")
+    return 0
+
+def cmd_paper_run(args) -> int:
+    "One paper-trading day: fill the last day's orders, mark to market, write the day's orders."
+    from stock_twins.paper import paper_run
+    cfg = _cfg(args)
+    r = paper_run(cfg, None, args.date, args.rule)
+    print(f"paper {_day(r['date'])}: {r['status']}; NAV {r.get('nav', float('nan')):,.2f}, P&L today {r.get('pnl', float('nan')):,.2f}, "
+          f"since start {r.get('cum_pnl', float('nan')):,.2f}; {r.get('fills', 0)} fills, {r.get('orders', 0)} orders (rule {r.get('rule', '')})")
+    return 0
+
+def cmd_paper_report(args) -> int:
+    from stock_twins.paper import paper_report
+    cfg = _cfg(args)
+    print(f"written: {paper_report(cfg, None, args.date, args.out)}")
+    return 0
+
+def cmd_paper_load(args) -> int:
+    "Write one model's harness forecasts for some days into the store's predictions table."
+    import pandas as pd
+    from stock_twins.paper import store_forecasts
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    path = Path(args.predictions or Path(cfg.portfolio.backtest_dir) / "forecasts.parquet")
+    if not path.exists(): raise FileNotFoundError(f"no forecasts at {path}")
+    with Store.from_config(cfg) as st:
+        n = store_forecasts(st, pd.read_parquet(path), args.model, args.start, args.end, horizon=cfg.features.horizon)
+        print(f"written: {n} rows of {args.model} forecasts ({args.start or 'first'} .. {args.end or 'last'}) to table predictions of {st.path}")
+    return 0
+
 def _add_portfolio(sub):
-    "Subcommands of the portfolio layer (`50_portfolio`): none yet."
+    "Subcommands of the portfolio layer (`50_portfolio`, `51_portfolio_env`, `52_paper`, `93_backtest`)."
+    s = sub.add_parser("backtest", help="walk-forward backtest: priority rule, PPO, skfolio benchmarks, buy-and-hold, on harness forecasts")
+    s.add_argument("--predictions", default=None, help="forecasts in the harness schema, Parquet (default: <portfolio.backtest_dir>/forecasts.parquet, made by the harness if missing)")
+    s.add_argument("--models", default=None, help="comma-separated forecast models to trade on (default: every model with exp_return)")
+    s.add_argument("--start", default=None, help="first test date (default: evaluation.test_start); PPO trains on forecasts before it")
+    s.add_argument("--end", default=None, help="last test date (default: evaluation.test_end)")
+    s.add_argument("--no-ppo", action="store_true", help="skip PPO")
+    s.add_argument("--ppo-model", default=None, help="the forecasts PPO learns from (default: fallback, else the first model)")
+    s.add_argument("--seeds", default=None, help="comma-separated PPO seeds (default: portfolio.ppo_seeds)")
+    s.add_argument("--timesteps", type=int, default=None, help="PPO steps per seed (default: portfolio.ppo_timesteps)")
+    s.add_argument("--no-save", action="store_true", help="do not save the first seed's policy")
+    s.add_argument("--out", default=None, help="output folder (default: portfolio.backtest_dir)")
+    s.set_defaults(fn=cmd_backtest)
+    s = sub.add_parser("ppo", help="train PPO on forecasts of the training years (every seed reported) and save the policy")
+    s.add_argument("--predictions", default=None, help="forecasts in the harness schema, Parquet (default: the backtest's forecasts file)")
+    s.add_argument("--model", default="fallback", help="the forecasts the policy learns from")
+    s.add_argument("--train-end", default=None, help="last date whose return PPO may learn from (default: portfolio.ppo_train_end)")
+    s.add_argument("--seeds", default=None, help="comma-separated seeds (default: portfolio.ppo_seeds)")
+    s.add_argument("--timesteps", type=int, default=None, help="steps per seed (default: portfolio.ppo_timesteps)")
+    s.set_defaults(fn=cmd_ppo)
+    s = sub.add_parser("portfolio", help="the day's target portfolio from the stored forecasts")
+    s.add_argument("--date", default=None, help="forecast date (default: the latest in the predictions table)")
+    s.add_argument("--rule", default="auto", choices=["auto", "priority", "ppo"], help="auto: PPO when a policy is saved, else priority")
+    s.add_argument("--save", action="store_true", help="also write it to the store's portfolio table")
+    s.set_defaults(fn=cmd_portfolio)
+    p = sub.add_parser("paper", help="paper trading with a DuckDB ledger: run a day, report, load forecasts")
+    ps = p.add_subparsers(dest="paper_cmd", required=True, metavar="PAPER_COMMAND")
+    s = ps.add_parser("run", help="one trading day: fill the last day's orders, mark to market, write the day's orders (idempotent)")
+    s.add_argument("--date", default=None, help="trading day (default: the latest date of the predictions table)")
+    s.add_argument("--rule", default="auto", choices=["auto", "priority", "ppo"], help="auto: PPO when a policy is saved, else priority")
+    s.set_defaults(fn=cmd_paper_run)
+    s = ps.add_parser("report", help="the daily markdown report (positions, P&L, orders, a plot)")
+    s.add_argument("--date", default=None, help="ledger day (default: the last)")
+    s.add_argument("--out", default=None, help="output folder (default: portfolio.paper_dir)")
+    s.set_defaults(fn=cmd_paper_report)
+    s = ps.add_parser("load-forecasts", help="write harness forecasts of one model into the predictions table (to replay days of the sample)")
+    s.add_argument("--predictions", default=None, help="Parquet of harness forecasts (default: the backtest's forecasts file)")
+    s.add_argument("--model", default="fallback", help="which model's forecasts")
+    s.add_argument("--start", default=None, help="first date"); s.add_argument("--end", default=None, help="last date")
+    s.set_defaults(fn=cmd_paper_load)
 
 # %% ../nbs/80_cli.ipynb #e6f1766a
 def cmd_text_ingest(args) -> int:
