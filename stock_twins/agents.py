@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from .config import Config, load_config
 from .explain import explain, explanation, foundation_view, plot_explanation
-from .policy import PolicyAgent, inputs_from_store, regime_names, save_policy, within_limits
+from .policy import PolicyAgent, forecast_fingerprint, inputs_from_store, regime_names, save_policy, within_limits
 from .portfolio import as_weights, make_rule, wide_prices
 from .store import Store, atomic_write
 from .text import LMClient
@@ -20,7 +20,12 @@ __all__ = ['daily_report']
 
 # %% ../nbs/63_agents.ipynb #9b1b2dcb
 def _current_book(store: Store, date: pd.Timestamp) -> pd.Series:
-    "The weights the policy accepted on the latest stored date before `date` (empty when none)."
+    "The paper-trading book of the latest ledger day up to `date`, else the weights the policy accepted on the latest date before `date` (empty when neither)."
+    if store.has("paper_positions"):
+        days = [d for d in store.dates("paper_positions") if d <= date]
+        if days:
+            p = store.read("paper_positions", dates=[days[-1]])
+            return p.set_index("ticker")["weight"].pipe(lambda s: s[s != 0]).astype(float)
     if not store.has("policy_weights"): return pd.Series(dtype=float)
     before = [d for d in store.dates("policy_weights") if d < date]
     if not before: return pd.Series(dtype=float)
@@ -65,7 +70,7 @@ def daily_report(cfg: Config | None = None,   # config; None loads it
         proposal = within_limits(r(fc, cur, px), cfg)
         text, dv = inputs_from_store(store, date, list(fc["ticker"]), cfg)
         res = PolicyAgent.from_config(cfg).apply(proposal, fc, cur, date, text, dv)
-        save_policy(store, res, cur)
+        save_policy(store, res, cur, forecast_fingerprint(fc))
         out = Path(out_dir or cfg.agents.report_dir) / f"{date:%Y-%m-%d}"
         out.mkdir(parents=True, exist_ok=True)
         f = fc.set_index("ticker")

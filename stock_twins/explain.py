@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from .config import Config, REGIMES, load_config
+from .policy import forecast_fingerprint
 from .schema import PROB_COLUMNS, QUANTILE_COLUMNS
 from .store import Store
 from .text import MARKET, LMClient, LMError, effective_dates, read_text_features
@@ -195,8 +196,8 @@ def explain(ticker: str,                    # the stock
         pol = pd.DataFrame(columns=["rule", "action", "before", "after", "detail"])
         if store.has("policy_actions") and ticker in store.tickers("policy_actions"):
             pol = store.read("policy_actions", tickers=[ticker], dates=[date])
-            if "created" in row and pd.notna(row["created"]) and "created_utc" in pol:    # actions older than the forecast judged another one
-                pol = pol[pol["created_utc"] >= pd.Timestamp(row["created"])]
+            if "forecasts_sha" in pol:                                              # actions on other forecasts of the day do not apply
+                pol = pol[pol["forecasts_sha"] == forecast_fingerprint(store.read("predictions", dates=[date]))]
             pol = pol[["rule", "action", "before", "after", "detail"]]
         return Drivers(ticker, date, fc, reg, variables.reset_index(drop=True), days.reset_index(drop=True), nb, window,
                        view.checkpoint, _text_drivers(store, cfg, ticker, date), opts, prior, pol.reset_index(drop=True))

@@ -15,8 +15,8 @@ from .store import Store
 from .text import read_text_features
 
 # %% auto #0
-__all__ = ['RULE_ORDER', 'ACTION_COLUMNS', 'regime_names', 'PolicyResult', 'PolicyAgent', 'inputs_from_store', 'save_policy',
-           'within_limits', 'PolicyAllocation']
+__all__ = ['RULE_ORDER', 'ACTION_COLUMNS', 'regime_names', 'PolicyResult', 'PolicyAgent', 'inputs_from_store',
+           'forecast_fingerprint', 'save_policy', 'within_limits', 'PolicyAllocation']
 
 # %% ../nbs/61_policy.ipynb #5d8621c2
 RULE_ORDER = ("blackout", "news_veto", "min_hit_prob", "liquidity_floor", "regime_no_new", "regime_scale",
@@ -175,7 +175,17 @@ def inputs_from_store(store: Store, date, tickers: Sequence[str], cfg: Config | 
         dv = np.exp(f.set_index("ticker")["log_dollar_vol_20"].astype(float)).reindex(list(tickers))
     return text, dv
 
-def save_policy(store: Store, res: PolicyResult, current=None) -> int:
+def forecast_fingerprint(forecasts: pd.DataFrame) -> str:
+    "A hash of one day's forecasts (ticker and every value column present): which forecasts a policy decision judged."
+    import hashlib
+    cols = [c for c in ("exp_return", "hit_prob", "vol", "q10", "q50", "q90") if c in forecasts]
+    f = forecasts[["ticker", *cols]].sort_values("ticker")
+    v = np.round(f[cols].to_numpy(dtype="float64", na_value=np.nan), 10)
+    return hashlib.sha256(("|".join(f["ticker"].astype(str)) + str(v.tolist())).encode()).hexdigest()[:16]
+
+def save_policy(store: Store, res: PolicyResult, current=None,
+                fingerprint: str = "",   # `forecast_fingerprint` of the forecasts the policy judged (explanations match on it)
+               ) -> int:
     "Replace the date's rows of `policy_actions` and `policy_weights` with `res`; returns actions written."
     if res.date is None: raise ValueError("a policy result needs a date to be stored")
     cur = as_weights(current)
@@ -185,8 +195,8 @@ def save_policy(store: Store, res: PolicyResult, current=None) -> int:
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     with store.transaction():
         for t in ("policy_actions", "policy_weights"): store.delete(t, dates=[res.date])
-        store.upsert("policy_weights", wt.assign(created_utc=now))
-        if len(res.actions): store.upsert("policy_actions", res.actions.assign(created_utc=now), key=("date", "ticker", "rule"))
+        store.upsert("policy_weights", wt.assign(forecasts_sha=fingerprint, created_utc=now))
+        if len(res.actions): store.upsert("policy_actions", res.actions.assign(forecasts_sha=fingerprint, created_utc=now), key=("date", "ticker", "rule"))
     return len(res.actions)
 
 # %% ../nbs/61_policy.ipynb #a45ea0f1
