@@ -51,7 +51,8 @@ def find_foundation(cfg: Config, store: Store, date=None, path: str | Path | Non
     "Load `path`, else the foundation checkpoint whose SHA-256 wrote the embeddings on `date`, else the newest main-job one: (model, path)."
     from stock_twins.pretrain import load_foundation
     if path is not None: return load_foundation(path), Path(path)
-    cands = [*Path(cfg.foundation.checkpoint_dir).glob("*.json"), *(Path(cfg.data.checkpoint_dir) / "foundation").glob("**/*.json")]
+    old = getattr(cfg.foundation, "checkpoint_dir", None)      # the main job's folder before checkpoints moved under data.checkpoint_dir
+    cands = [*(Path(old).glob("*.json") if old else []), *(Path(cfg.data.checkpoint_dir) / "foundation").glob("**/*.json")]
     recs = {}
     for j in cands:
         try: recs[j] = _record_sha(json.loads(j.read_text()))
@@ -61,7 +62,7 @@ def find_foundation(cfg: Config, store: Store, date=None, path: str | Path | Non
         want = set(store.read("embeddings", dates=[pd.Timestamp(date)], columns=["foundation_hash"])["foundation_hash"].dropna())
     match = [j for j, h in recs.items() if h in want]
     pool = match or [j for j in recs if j.name.startswith("foundation_main_")] or list(recs)
-    if not pool: raise FileNotFoundError(f"no foundation checkpoint in {cfg.foundation.checkpoint_dir}: run `stock-twins main` first")
+    if not pool: raise FileNotFoundError(f"no foundation checkpoint under {old or cfg.data.checkpoint_dir}: run `stock-twins main` first")
     j = max(pool, key=lambda p: p.stat().st_mtime)
     return load_foundation(j.with_suffix(".safetensors")), j.with_suffix(".safetensors")
 
