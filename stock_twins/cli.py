@@ -12,8 +12,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate', 'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain',
            'cmd_predict', 'cmd_options_ingest', 'cmd_options_features', 'cmd_options_generate', 'cmd_backtest',
-           'cmd_ppo', 'cmd_portfolio', 'cmd_paper_run', 'cmd_paper_report', 'cmd_paper_load', 'cmd_publish',
-           'cmd_serve', 'cmd_feast', 'cmd_schedule', 'build_parser', 'main']
+           'cmd_ppo', 'cmd_portfolio', 'cmd_paper_run', 'cmd_paper_report', 'cmd_paper_load', 'cmd_text_ingest',
+           'cmd_text_features', 'cmd_explain', 'cmd_report', 'cmd_publish', 'cmd_serve', 'cmd_feast', 'cmd_schedule',
+           'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -304,8 +305,74 @@ def _add_portfolio(sub):
     s.set_defaults(fn=cmd_paper_load)
 
 # %% ../nbs/80_cli.ipynb #e6f1766a
+def cmd_text_ingest(args) -> int:
+    "Validate a file of dated text items and add the new ones to the store."
+    from stock_twins.store import Store
+    from stock_twins.text import ingest_text
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        done = _step(f"text items from {args.source} into {st.path}")
+        c = ingest_text(st, args.source, cfg)
+        done(f"{c['written']} new items written")
+        print("  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c.items()) + f"\n  items stored: {st.count('text_items')}")
+    return 0
+
+def cmd_text_features(args) -> int:
+    "Recompute the text features (current extractor version) from every stored item."
+    from stock_twins.store import Store
+    from stock_twins.text import build_text_features
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        done = _step("text features per (date, ticker)")
+        s = build_text_features(st, cfg)
+        done(f"{s['rows']:,} rows for {s['tickers']} tickers, version {s['version']}")
+        print(f"  {s['items']} items: {s['dated']} dated, {s['pending']} after the last trading day's cut-off (pending); "
+              f"answered by {s['extractors']}\n  table text_features of {st.path}")
+    return 0
+
+def cmd_explain(args) -> int:
+    "Print the explanation of one stock's recommendation and save its plot."
+    from stock_twins.explain import explain, explanation, plot_explanation
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        d = explain(args.ticker, args.date, cfg, st)
+        text, how = explanation(d, cfg)
+        print(text + f"\n\n(text: {how}; foundation {d.checkpoint})")
+        if not args.no_plot:
+            path = args.plot or Path(cfg.agents.report_dir) / "explain" / f"{d.ticker}_{d.date:%Y-%m-%d}.png"
+            plot_explanation(d, path); print(f"plot: {path}")
+    return 0
+
+def cmd_report(args) -> int:
+    "The daily report: the allocation rule's proposal, the PolicyAgent's actions, each position's explanation."
+    from stock_twins.agents import daily_report
+    from stock_twins.store import Store
+    cfg = _cfg(args)
+    with Store.from_config(cfg) as st:
+        daily_report(cfg, st, args.date, rule=args.rule, out_dir=args.out)
+    return 0
+
 def _add_agents(sub):
-    "Subcommands of the agents layer (`60_agents`): none yet."
+    "Subcommands of the agents layer (`60_text`, `61_policy`, `62_explain`)."
+    s = sub.add_parser("text", help="dated text items: ingest a file, compute point-in-time text features")
+    t = s.add_subparsers(dest="step", required=True, metavar="STEP")
+    i = t.add_parser("ingest", help="validate a CSV/Parquet/JSON-lines file of text items and add the new ones to the store")
+    i.add_argument("--source", required=True, help="file with columns published (with time zone), ticker, source, headline[, body, url]")
+    i.set_defaults(fn=cmd_text_ingest)
+    f = t.add_parser("features", help="recompute the text features from every stored item (offline unless agents.lm.enabled)")
+    f.set_defaults(fn=cmd_text_features)
+    s = sub.add_parser("explain", help="why a stock is recommended: forecast, regime, the foundation's weights and attention, neighbours, text, policy")
+    s.add_argument("ticker", help="the stock")
+    s.add_argument("--date", default=None, help="forecast date (default: the stock's latest stored prediction)")
+    s.add_argument("--plot", default=None, help="where to save the plot (default: <agents.report_dir>/explain/TICKER_DATE.png)")
+    s.add_argument("--no-plot", action="store_true", help="print the text only")
+    s.set_defaults(fn=cmd_explain)
+    s = sub.add_parser("report", help="the daily report: proposal, PolicyAgent actions, explanations (markdown with plots)")
+    s.add_argument("--date", default=None, help="forecast date (default: the latest stored predictions)")
+    s.add_argument("--rule", default="priority", help="the portfolio layer's allocation rule (see stock_twins.portfolio.RULES)")
+    s.add_argument("--out", default=None, help="output folder (default: agents.report_dir)")
+    s.set_defaults(fn=cmd_report)
 
 # %% ../nbs/80_cli.ipynb #9fbae3be
 def _publish(cfg, must: bool = False) -> str:

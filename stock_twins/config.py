@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 # %% auto #0
 __all__ = ['REGIMES', 'ProjectConfig', 'DataConfig', 'UniverseConfig', 'FeaturesConfig', 'GraphConfig', 'FoundationConfig',
            'TwinConfig', 'RegimeConfig', 'EvaluationConfig', 'MainConfig', 'OptionsConfig', 'PortfolioConfig',
-           'AgentsConfig', 'ServeConfig', 'Config', 'find_config_file', 'load_config', 'save_config',
-           'example_config_text', 'write_example_config']
+           'LMConfig', 'BlackoutEntry', 'PolicyRules', 'AgentsConfig', 'ServeConfig', 'Config', 'find_config_file',
+           'load_config', 'save_config', 'example_config_text', 'write_example_config']
 
 # %% ../nbs/00_config.ipynb #8eaea1aa
 REGIMES = ("Trending", "MeanReverting", "Choppy", "Volatile")  # regime codes 0..3 everywhere in stock_twins
@@ -233,9 +233,63 @@ class PortfolioConfig(_Section):
         return self
 
 # %% ../nbs/00_config.ipynb #207ad067
+class LMConfig(_Section):
+    "An optional OpenAI-compatible language-model endpoint; never called unless `enabled`."
+    enabled: bool = Field(False, description="Use the language model for text extraction (and, with `rewrite_explanations`, for explanations).")
+    base_url: str = Field("http://127.0.0.1:8080/v1", description="Base URL of the OpenAI-compatible API (the client posts to <base_url>/chat/completions).")
+    model: str = Field("local-model", description="Model name sent with each request; part of the cache key.")
+    api_key_env: str = Field("STOCK_TWINS_LM_KEY", description="Name of the environment variable holding the API key (the key itself never goes in this file).")
+    timeout_s: float = Field(20.0, gt=0, description="Seconds to wait for one answer.")
+    retries: int = Field(2, ge=0, le=5, description="Further attempts after a timeout, a connection error, HTTP 429 or 5xx.")
+    backoff_s: float = Field(0.5, ge=0, description="Pause before the first retry; doubled at each further one.")
+    rewrite_explanations: bool = Field(False, description="Let the language model rewrite the template explanation (checked fact by fact; the template is kept when a fact is not in the drivers).")
+
+class BlackoutEntry(_Section):
+    "A ticker the PolicyAgent must not trade, optionally only between two dates."
+    ticker: str = Field(description="The ticker.")
+    start: str | None = Field(None, description="First date of the blackout (None: open-ended).")
+    end: str | None = Field(None, description="Last date of the blackout (None: open-ended).")
+    reason: str = Field("", description="Why (shown in the action log and the report).")
+
+class PolicyRules(_Section):
+    "The PolicyAgent's rules, applied in this order to the portfolio layer's proposal; freed weight goes to cash."
+    blackout: list[BlackoutEntry] = Field(default_factory=list, description="Tickers not to hold (weight set to 0), e.g. [{ticker: AAPL, start: '2022-10-20', end: '2022-10-28', reason: earnings}].")
+    news_veto: bool = Field(False, description="Veto new or larger positions whose decayed news sentiment is at or below `news_veto_threshold`.")
+    news_veto_feature: str = Field("sent_decay_5", description="Text feature the news veto reads (see `stock_twins.text.TEXT_FEATURES`).")
+    news_veto_threshold: float = Field(-0.3, ge=-1, le=1, description="Decayed sentiment at or below which the news veto acts.")
+    min_hit_prob: float = Field(0.5, ge=0, le=1, description="Positions whose forecast hit probability is below this are set to 0.")
+    min_dollar_volume: float = Field(5e6, ge=0, description="Liquidity floor: 20-day average dollar volume below which a position is set to 0.")
+    liquidity_unknown: Literal["pass", "veto"] = Field("pass", description="What the liquidity floor does when dollar volume is unknown (the bundled sample has no volume).")
+    regime_scale: dict[str, float] = Field(default_factory=lambda: {"Volatile": 0.5}, description="Predicted regime -> factor on the proposed weight (Volatile halves the size).")
+    regime_no_new: list[str] = Field(default_factory=lambda: ["Choppy"], description="Predicted regimes in which no new position is opened and none is increased.")
+    regime_min_prob: float = Field(0.0, ge=0, le=1, description="The regime rules act only when the predicted regime's probability is at least this (0: always).")
+    max_position: float = Field(0.10, gt=0, le=1, description="Largest weight of one stock.")
+    sector_cap: float = Field(0.30, gt=0, le=1, description="Largest total weight of one sector (positions scaled down pro rata).")
+    sector_cap_overrides: dict[str, float] | None = Field(None, description="Per-sector caps that replace `sector_cap`, e.g. {Technology: 0.25}.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        bad = [r for r in [*self.regime_scale, *self.regime_no_new] if r not in REGIMES]
+        if bad: raise ValueError(f"agents.policy: unknown regimes {bad}; regimes are {list(REGIMES)}")
+        if any(not 0 <= f <= 1 for f in self.regime_scale.values()): raise ValueError("agents.policy.regime_scale: factors must lie in [0, 1]")
+        if any(not 0 < c <= 1 for c in (self.sector_cap_overrides or {}).values()): raise ValueError("agents.policy.sector_cap_overrides: caps must lie in (0, 1]")
+        return self
+
 class AgentsConfig(_Section):
-    "Text features, the PolicyAgent's rules and explanations (`60_agents`)."
+    "Text features, the PolicyAgent's rules and explanations (`60_text`, `61_policy`, `62_explain`)."
     text_cutoff: str = Field("16:00", pattern=r"^\d{2}:\d{2}$", description="Exchange-local time after which a dated text item counts from the next trading day.")
+    exchange_tz: str = Field("America/New_York", description="The exchange's time zone (IANA name), in which `text_cutoff` is read.")
+    text_naive_tz: str | None = Field(None, description="Time zone assumed for text timestamps without one; None refuses them.")
+    text_unknown_ticker: Literal["error", "drop", "market"] = Field("error", description="Text items naming a ticker outside universe.sectors: refuse the file, drop them (counted), or treat them as market-wide.")
+    text_bad_rows: Literal["error", "drop"] = Field("error", description="Text items without a timestamp or headline: refuse the file, or drop them (counted).")
+    finance_lexicon: str | None = Field(None, description="A finance word list in the Loughran-McDonald CSV format (columns Word, Positive, Negative), supplied by the user under its own licence; None: VADER only.")
+    novelty_days: float = Field(3.0, gt=0, description="An item whose headline is a near-duplicate of one for the same ticker in the previous this many days is not novel.")
+    novelty_jaccard: float = Field(0.6, gt=0, le=1, description="Word-set Jaccard similarity of two headlines at or above which they are near-duplicates.")
+    decay_half_lives: list[int] = Field(default_factory=lambda: [5, 20], description="Half-lives in trading days of the decayed sentiment features (columns sent_decay_<h>).")
+    explain_top: int = Field(5, ge=1, description="Variables, attention days and neighbours listed per explanation.")
+    report_dir: str = Field("reports/daily", description="Where the daily report (markdown and plots) is written.")
+    lm: LMConfig = Field(default_factory=LMConfig, description="The optional language-model backend.")
+    policy: PolicyRules = Field(default_factory=PolicyRules, description="The PolicyAgent's rules.")
 
 # %% ../nbs/00_config.ipynb #e166e701
 class ServeConfig(_Section):

@@ -346,10 +346,13 @@ def run_main(cfg: Config | None = None,  # config; None loads it
         done = step("the day's target portfolio (PPO when a trained policy knows the day's stocks, else the priority rule)", progress)
         tp = target_portfolio(cfg, store, cutoff)                        # from cash, after every limit and cost
         save_target_portfolio(store, tp); done(f"rule {tp['rule'].iloc[0]}, {int((tp.weight.abs() > 1e-12).sum()) - 1} positions")
+        from stock_twins.agents import daily_report
+        done = step("the daily report: the PolicyAgent's actions on the proposal, an explanation per position", progress)
+        rep = daily_report(cfg, store, cutoff, progress=False); done(str(rep["path"]))
         publish(cfg, store)                                                  # the API serves the new day from here on
         out = dict(date=f"{cutoff:%Y-%m-%d}", stocks=len(ranked), twins=int((ranked["source"] == "twin").sum()),
                    fallback=int((ranked["source"] == "fallback").sum()), foundation=str(fpath),
-                   twin_dir=str(Path(cfg.data.checkpoint_dir) / "twin"), fallback_dir=str(fdir), csv=str(csv),
+                   twin_dir=str(Path(cfg.data.checkpoint_dir) / "twin"), fallback_dir=str(fdir), csv=str(csv), report=str(rep["path"]),
                    store=f"{store.path} (table predictions)", seconds=round(time.perf_counter() - t0, 1))
         if progress:
             print(f"\nranked forecasts for the 5 trading days after {cutoff:%Y-%m-%d} "

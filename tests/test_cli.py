@@ -15,7 +15,8 @@ def _run(*args, cwd=None):
 def _smoke_config(tmp_path) -> Path:
     "A config that keeps checkpoints and reports inside `tmp_path`."
     c = tmp_path / "c.yaml"
-    c.write_text(f"data:\n  checkpoint_dir: {tmp_path / 'ck'}\nmain:\n  out_dir: {tmp_path / 'reports'}\n")
+    c.write_text(f"data:\n  checkpoint_dir: {tmp_path / 'ck'}\nmain:\n  out_dir: {tmp_path / 'reports'}\n"
+                 f"serve:\n  snapshot_dir: {tmp_path / 'snapshot'}\nagents:\n  report_dir: {tmp_path / 'daily'}\n")
     return c
 
 def test_main_job_end_to_end_and_rerun(tmp_path):
