@@ -70,7 +70,7 @@ class UniverseConfig(_Section):
                              description="Tickers that get a digital twin; the others use the LightGBM fallback.")
     unsectored: list[str] = Field(default_factory=list,
                                   description="Tickers known without a sector: they get the model's unknown-sector id (a stock of yours whose sector you do not give).")
-    pilot_user_stocks: bool = Field(True, description="Stocks loaded from your own sources (not the bundled sample) that have enough history also get a twin.")
+    pilot_user_stocks: bool = Field(True, description="Stocks of your own sources that this universe does not list also get a twin when they have enough history.")
 
     @model_validator(mode="after")
     def _check(self):

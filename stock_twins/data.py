@@ -25,8 +25,8 @@ __all__ = ['PRICE_COLUMNS', 'PRICE_FIELDS', 'DIALECTS', 'SAMPLE_SOURCE', 'SAMPLE
            'EQUAL_WEIGHT_SOURCE', 'universe_table', 'check_tickers', 'DataValidationError', 'DataWarning',
            'canonical_columns', 'present_columns', 'ticker_columns', 'validate_prices', 'return_price', 'Loaded',
            'read_source', 'read_prices', 'sample_dir', 'load_sample', 'load_sample_index', 'ingest_prices',
-           'store_universe', 'user_tickers', 'equal_weight_index', 'ingest_index', 'ensure_equal_weight_index',
-           'choose_index', 'download_prices']
+           'universe_with', 'store_universe', 'user_tickers', 'equal_weight_index', 'ingest_index',
+           'ensure_equal_weight_index', 'choose_index', 'download_prices']
 
 # %% ../nbs/00_data.ipynb #ad66ac17
 def universe_table(cfg: Config | None = None) -> pd.DataFrame:
@@ -584,6 +584,14 @@ def ingest_prices(store: Store,                # the project store
     return n
 
 # %% ../nbs/00_data.ipynb #482b5138
+def universe_with(cfg: Config, tickers: Iterable[str], sectors: str | Mapping[str, str] | None = None) -> Config:
+    "`cfg` with the `tickers` its universe does not know added: in the sector given (`sectors` as in `ingest_prices`), else `unsectored`."
+    assigned, unknown = _place_tickers(sorted(set(tickers)), cfg, sectors)
+    if not assigned and not unknown: return cfg
+    u = cfg.universe
+    sec = {s: [*ts, *sorted(t for t, x in assigned.items() if x == s)] for s, ts in u.sectors.items()}
+    return cfg.replace(universe={"sectors": sec, "unsectored": [*u.unsectored, *sorted(unknown)]})
+
 def store_universe(cfg: Config, store: Store) -> Config:
     "`cfg` with the store's tickers the universe does not know added: in their load-time sector, else `unsectored`."
     u = cfg.universe
@@ -594,8 +602,7 @@ def store_universe(cfg: Config, store: Store) -> Config:
     if store.has("ticker_sectors"):
         ts = store.read("ticker_sectors", where={"ticker": extra})
         given = {t: s for t, s in zip(ts["ticker"], ts["sector"]) if pd.notna(s) and s in u.sectors}
-    sectors = {s: [*ts, *sorted(t for t, x in given.items() if x == s)] for s, ts in u.sectors.items()}
-    return cfg.replace(universe={"sectors": sectors, "unsectored": [*u.unsectored, *sorted(t for t in extra if t not in given)]})
+    return universe_with(cfg, extra, given or None)
 
 def user_tickers(store: Store) -> list[str]:
     "Tickers loaded from a source other than the bundled sample."
