@@ -62,14 +62,14 @@ def cmd_ingest(args) -> int:
     return 0
 
 def cmd_features(args) -> int:
-    from stock_twins.pipeline import build_features, store_summary
+    from stock_twins.pipeline import run_features, store_summary
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
         if not st.has("prices"): raise SystemExit(f"no prices in {st.path}: run `stock-twins ingest` first")
         done = _step("features and labels")
-        feats, fresh = build_features(st, cfg, args.force)
-        done(f"{len(feats):,} rows {'written' if fresh else 'already up to date (use --force to recompute)'}")
+        feats, fresh, info = run_features(cfg, st, args.force)
+        done(f"{len(feats):,} rows {'written' if fresh else 'already up to date (use --force to recompute)'}; market index {info['index_label']}")
         print(store_summary(st))
     return 0
 
@@ -115,10 +115,11 @@ def _day(d) -> str: return str(d)[:10]
 
 def cmd_graph(args) -> int:
     from stock_twins.graph import DuckDBGraphStore
-    from stock_twins.pipeline import ensure_graphs_in_store
+    from stock_twins.pipeline import ensure_graphs_in_store, job_config
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
+        cfg, _ = job_config(cfg, st)
         done = _step(f"point-in-time correlation graphs (window {cfg.graph.window}, k {cfg.graph.k}, every {cfg.graph.every} days; "
                      f"from the stocks' own returns, no market index) in {st.path}")
         n, total = ensure_graphs_in_store(cfg, st); done(f"{n} written, {total} stored")

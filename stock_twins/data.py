@@ -309,10 +309,16 @@ def _recognise(raw: pd.DataFrame, name: str, layout: str = "auto", value: str = 
     price = [c for c, k in kind.items() if k == "price"]
     other = [c for c, k in kind.items() if k == "other"]
     has_ticker = any(k == "ticker" for k in kind.values())
+    ohl = {canon[c] for c in price} & {"open", "high", "low"}
     if layout == "auto":
         if has_ticker: layout = "long"
         elif ticker is not None: layout = "single"
         elif other and not price: layout = "wide"
+        elif price and not other and ohl and ohl != {"open", "high", "low"}:   # e.g. `Date, Close, LOW`: Lowe's, or a low price?
+            raise DataValidationError(
+                f"{name}: ambiguous layout: {price} could be one stock's prices (but with {sorted(ohl)} and not all of open, high, low) "
+                f"or a wide table of tickers. Say which: --layout single --ticker T (one stock), or --layout wide --value FIELD "
+                f"(every column but the date is a ticker)")
         elif price and not other: layout = "single"
         elif price and other:
             raise DataValidationError(

@@ -16,11 +16,11 @@ from .store import Store, atomic_write
 
 # %% auto #0
 __all__ = ['step', 'stored_prices', 'smoke_config', 'ingest_sample', 'features_index', 'build_features', 'store_summary',
-           'ingest_source', 'min_history', 'job_config', 'describe_job', 'ticker_summary', 'ensure_graphs_in_store',
-           'foundation_recipe', 'ensure_foundation', 'latest_foundation', 'embedding_dates', 'embedded_dates',
-           'ensure_embeddings', 'ensure_twins', 'ensure_fallback', 'fallback_for', 'rank_predictions', 'traded_on',
-           'predict_ranked', 'save_predictions', 'format_ranked', 'run_main', 'run_pretrain', 'run_retrain',
-           'run_predict']
+           'ingest_source', 'min_history', 'job_config', 'run_features', 'describe_job', 'ticker_summary',
+           'ensure_graphs_in_store', 'foundation_recipe', 'ensure_foundation', 'latest_foundation', 'embedding_dates',
+           'embedded_dates', 'ensure_embeddings', 'ensure_twins', 'ensure_fallback', 'fallback_for', 'rank_predictions',
+           'traded_on', 'predict_ranked', 'save_predictions', 'format_ranked', 'run_main', 'run_pretrain',
+           'run_retrain', 'run_predict']
 
 # %% ../nbs/70_pipeline.ipynb #98f46744
 def step(msg: str, verbose: bool = True):
@@ -136,6 +136,12 @@ def job_config(cfg: Config, store: Store, build: bool = True) -> tuple[Config, d
                 pilots=[t for t in pilots if t in rows], short=[t for t in cand if t in rows and rows[t] < need],
                 unsectored=[t for t in c.universe.unsectored if t in rows])
     return c.replace(**over), info
+
+def run_features(cfg: Config, store: Store, force: bool = False) -> tuple[pd.DataFrame, bool, dict]:
+    "`stock-twins features`: features and labels with the store's market index (`job_config`): (features, recomputed?, decisions)."
+    c, info = job_config(cfg, store)
+    feats, fresh = build_features(store, c, force, index_label=info["index_label"])
+    return feats, fresh, info
 
 def describe_job(info: dict) -> str:
     "The decisions of `job_config`, in a few lines."
