@@ -236,7 +236,7 @@ def _read_file(url: str, name: str, sep: str | None = None, decimal: str | None 
         keep_str = {k: str for h in header if _canon(h) in ("date", "ticker", "per", "time") for k in (h, h.strip())}
         df = pd.read_csv(url, sep=sep, decimal=dec, thousands=thou, dtype=keep_str, float_precision="round_trip",
                          compression="infer", skipinitialspace=True)
-        notes = ([f"separator {sep!r}"] if sep != "," else []) + ([f"decimal comma{' and thousands dot' if thou else ''}"] if dec == "," else [])
+        notes = ([f"separator {sep!r}"] if sep != "," else []) + (["decimal comma"] if dec == "," else [])
         return df, notes
     except (FileNotFoundError, DataValidationError, ValueError) as e:
         if isinstance(e, (FileNotFoundError, DataValidationError)) or "decimal must be" in str(e): raise
@@ -363,7 +363,7 @@ def _recognise(raw: pd.DataFrame, name: str, layout: str = "auto", value: str = 
         ticker = file_ticker
         if key in ("openint", "stooq"):
             t, m = _strip_market(ticker)
-            if m: ticker = t; notes.append(f"market suffix {m} dropped from the file name")
+            if m: ticker = t; notes.append(f"{name}: market suffix {m} dropped from the file name")
         notes.append(f"ticker {ticker} from the file name (set it with --ticker)")
     out["ticker"] = ticker.strip().upper()
     return out, key, dropped, notes
@@ -407,7 +407,8 @@ def read_source(source: str | os.PathLike,     # file, folder, fsspec URL (s3://
                 if key == "wide": raise DataValidationError(f"{name}: looks like a wide table, but a folder holds one file per ticker")
                 parts.append(out); keys.setdefault(key, []).extend(sorted(out["ticker"].unique()))
                 dropped += [c for c in dr if c not in dropped]
-                notes += [n for n in nn + nt if n not in notes and not n.startswith("ticker ")]
+                if nn: notes.append(f"{name}: {', '.join(nn)}")
+                notes += [n for n in nt if n not in notes and not n.startswith("ticker ")]
             notes.append(f"{len(files)} files, each ticker from its file name")
         else:
             name = Path(path).name

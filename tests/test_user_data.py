@@ -1,5 +1,7 @@
 "Your own data, end to end (issue 11): every dialect, the ambiguous case, mixed sources in one store, unknown tickers, a universe without an index, evaluate on your prices."
 import io
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -213,3 +215,46 @@ def test_evaluate_on_your_prices_and_a_clear_refusal_when_too_short(tmp_path):
     _eq((sorted(pr.ticker.unique()), sorted(pr.date.dt.year.unique())), (["AAA", "BBB"], [2019, 2020]))
     rep = (tmp_path / "ev" / "report.md").read_text()
     assert "your prices from" in rep and "equal-weight index" in rep, rep[:600]
+
+# ---------------------------------------------------------------- the product on your universe
+def _run(*args):
+    exe = Path(sys.executable).parent / "stock-twins"                              # the installed console script, as a user runs it
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=900)
+
+def test_main_smoke_on_your_stocks_then_one_more_and_predict(tmp_path):
+    "`main --smoke --source`: two stocks of yours in two dialects and one sample stock in a third; then the failing sequence: add an OHLCV stock, features, predict."
+    ko = load_sample()
+    ko = ko[(ko.ticker == "KO") & (ko.date >= "2019-01-01")]                    # one sample stock (adjusted closes only)
+    days = pd.DatetimeIndex(ko.date)
+    src = tmp_path / "mine"; src.mkdir()
+    made_up(len(days), seed=50).assign(Date=days.strftime("%Y-%m-%d"))[["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"]] \
+        .to_csv(src / "USR1.csv", index=False)                                   # Yahoo-style, four years: a twin
+    made_up(300, seed=51).assign(Date=days[-300:].strftime("%Y-%m-%d"), OpenInt=0)[["Date", "Open", "High", "Low", "Close", "Volume", "OpenInt"]] \
+        .to_csv(src / "usr2.us.txt", index=False)                                # OpenInt dump, 300 sessions: the fallback
+    (src / "ko.csv").write_text("date;close\n" + "".join(f"{d:%Y-%m-%d};{str(c).replace('.', ',')}\n" for d, c in zip(ko.date, ko.adj_close)))
+    cfg, db = tmp_path / "c.yaml", tmp_path / "st.duckdb"
+    cfg.write_text(f"data:\n  checkpoint_dir: {tmp_path / 'ck'}\nmain:\n  out_dir: {tmp_path / 'reports'}\n")
+    r = _run("--config", cfg, "--store", db, "main", "--smoke", "--source", src)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout
+    for s in ("Yahoo-style export", "OHLCV dump with OpenInt", "one stock per file (columns close)", "EQUAL_WEIGHT: an equal-weight index of the 3 stocks",
+              "twins for 2 stocks", "the fallback serves them: USR2", "ranked forecasts for the 5 trading days after 2022-12-28"):
+        assert s in out, (s, out[-3000:])
+    assert "['USR1', 'USR2']" in r.stderr and "unknown-sector id" in r.stderr, r.stderr[-2000:]
+    with Store(db, read_only=True) as st:
+        _eq(st.tickers("prices"), ["KO", "USR1", "USR2"])                          # the sample was not ingested
+        _eq(st.tickers("index_prices"), [EQUAL_WEIGHT])
+        pred = st.read("predictions").set_index("ticker")
+    _eq(pred.source.to_dict(), {"KO": "twin", "USR1": "twin", "USR2": "fallback"})
+    # one more stock of yours, OHLCV, with a sector: features and predict still work for every stock
+    made_up(500, seed=52).assign(Date=days[-500:]).to_csv(tmp_path / "NEWCO.csv", index=False)
+    r = _run("--config", cfg, "--store", db, "ingest", "--source", tmp_path / "NEWCO.csv", "--sector", "Energy")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = _run("--config", cfg, "--store", db, "features")
+    assert r.returncode == 0 and "EQUAL_WEIGHT: an equal-weight index of the 4 stocks" in r.stdout, r.stdout + r.stderr
+    r = _run("--config", cfg, "--store", db, "predict", "--smoke")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    with Store(db, read_only=True) as st: pred = st.read("predictions").set_index("ticker")
+    _eq(sorted(pred.index), ["KO", "NEWCO", "USR1", "USR2"])
+    _eq(pred.loc["NEWCO", "source"], "fallback")                                 # a twin comes with the next main/retrain
+    assert np.isfinite(pred[["exp_return", "hit_prob", "vol"]].to_numpy()).all()
