@@ -61,6 +61,14 @@ def _norm_name(c) -> str:
     "`Adj. Close` -> `adj_close`, `<TICKER>` -> `ticker`-like lower snake case."
     return re.sub(r"[^a-z0-9]+", "_", str(c).strip().strip("<>").lower()).strip("_")
 
+def _uniques(s: pd.Series, fn) -> pd.Series:
+    "`fn` applied to the distinct values of `s` only (a long table repeats each date and ticker many times)."
+    codes, uniq = pd.factorize(s)
+    res = np.asarray(fn(pd.Series(uniq, dtype=object)))
+    out = res[np.maximum(codes, 0)]
+    if (codes < 0).any(): out = np.where(codes < 0, np.array(None if res.dtype == object else "NaT", dtype=res.dtype), out)
+    return pd.Series(out, index=s.index)
+
 def _canon(c) -> str: return _ALIASES.get(_norm_name(c), _norm_name(c))
 
 def canonical_columns(df: pd.DataFrame, source: str = "prices") -> pd.DataFrame:
@@ -96,10 +104,9 @@ def validate_prices(df: pd.DataFrame, source: str = "prices") -> pd.DataFrame:
     if missing: raise DataValidationError(f"{source}: missing columns {missing}")
     if not any(c in df and df[c].notna().any() for c in ("close", "adj_close")):
         raise DataValidationError(f"{source}: needs a 'close' or 'adj_close' column with data")
-    tick = df["ticker"]
-    bad = tick.isna() | (tick.astype(str).str.strip() == "")
+    tick = _uniques(df["ticker"], lambda u: u.astype(str).str.strip())
+    bad = df["ticker"].isna() | (tick == "")
     if bad.any(): raise DataValidationError(f"{source}: missing ticker in row {int(np.flatnonzero(bad)[0])}")
-    tick = tick.astype(str).str.strip()
     dates = df["date"] if pd.api.types.is_datetime64_any_dtype(df["date"]) else pd.to_datetime(df["date"], errors="coerce")
     if getattr(dates.dt, "tz", None) is not None: dates = dates.dt.tz_localize(None)
     bad = dates.isna()
@@ -191,7 +198,9 @@ def _sniff_csv(lines: list[str], sep: str | None, decimal: str | None, name: str
         if len(ok) > 1: raise DataValidationError(f"{name}: the separator could be any of {ok}: pass --sep")
         sep = ok[0] if ok else ","
     rows = list(csv.reader(lines, delimiter=sep))
-    header, cells = rows[0], [c.strip() for r in rows[1:] for i, c in enumerate(r) if i < len(rows[0]) and _canon(rows[0][i]) != "date"]
+    header = rows[0]
+    keep = [i for i, h in enumerate(header) if _canon(h) != "date"]
+    cells = [r[i].strip() for r in rows[1:] for i in keep if i < len(r)]
     num = [c for c in cells if _NUM.match(c)]
     if decimal is None:
         if sep == ",": decimal = "."
@@ -248,29 +257,30 @@ def _read_file(url: str, name: str, sep: str | None = None, decimal: str | None 
 _DMY = re.compile(r"^(\d{1,2})[./-](\d{1,2})[./-](\d{4})$")
 
 def _parse_dates(s: pd.Series, name: str, date_format: str | None = None) -> pd.Series:
-    "Dates of a raw column: datetimes as they are; `20200102`; ISO; day/month/year when a day above 12 decides it."
+    "Dates of a raw column: datetimes as they are; `20200102`; ISO; day.month.year; day/month/year when a day above 12 decides it."
     if pd.api.types.is_datetime64_any_dtype(s):
         return s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
-    raw = s.astype(str).str.strip()
-    if date_format: out = pd.to_datetime(raw, format=date_format, errors="coerce")
-    else:
-        probe = raw[s.notna()].head(500)
-        if len(probe) and probe.str.fullmatch(r"\d{8}(\.0)?").all(): out = pd.to_datetime(raw.str[:8], format="%Y%m%d", errors="coerce")
-        elif len(probe) and probe.str.match(_DMY).all():
-            parts = raw.str.extract(_DMY).astype(float)
-            if (parts[0] > 12).any() or probe.str.contains(".", regex=False).all(): fmt = "dmy"   # 31.12.2020: dots are day-first
-            elif (parts[1] > 12).any(): fmt = "mdy"
-            else: raise DataValidationError(f"{name}: dates like {probe.iloc[0]!r} could be day-first or month-first: "
-                                            "pass --date-format (e.g. %d/%m/%Y)")
-            d, m = (parts[0], parts[1]) if fmt == "dmy" else (parts[1], parts[0])
-            out = pd.to_datetime(pd.DataFrame({"year": parts[2], "month": m, "day": d}), errors="coerce")
-        else: out = pd.to_datetime(raw, errors="coerce", format="ISO8601" if probe.str.match(r"^\d{4}-\d{2}-\d{2}").all() else None)
-    bad = out.isna() & s.notna()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataValidationError(f"{name}: unparseable date {s.iloc[i]!r} (row {i})" + ("" if date_format else "; pass --date-format"))
-    if getattr(out.dt, "tz", None) is not None: out = out.dt.tz_localize(None)
-    return out
+    def parse(u: pd.Series) -> pd.Series:
+        raw = u.astype(str).str.strip()
+        if date_format: out = pd.to_datetime(raw, format=date_format, errors="coerce")
+        else:
+            probe = raw.head(500)
+            if len(probe) and probe.str.fullmatch(r"\d{8}(\.0)?").all(): out = pd.to_datetime(raw.str[:8], format="%Y%m%d", errors="coerce")
+            elif len(probe) and probe.str.match(_DMY).all():
+                parts = raw.str.extract(_DMY).astype(float)
+                if (parts[0] > 12).any() or probe.str.contains(".", regex=False).all(): fmt = "dmy"   # 31.12.2020: dots are day-first
+                elif (parts[1] > 12).any(): fmt = "mdy"
+                else: raise DataValidationError(f"{name}: dates like {probe.iloc[0]!r} could be day-first or month-first: "
+                                                "pass --date-format (e.g. %d/%m/%Y)")
+                d, m = (parts[0], parts[1]) if fmt == "dmy" else (parts[1], parts[0])
+                out = pd.to_datetime(pd.DataFrame({"year": parts[2], "month": m, "day": d}), errors="coerce")
+            else: out = pd.to_datetime(raw, errors="coerce", format="ISO8601" if probe.str.match(r"^\d{4}-\d{2}-\d{2}").all() else None)
+        bad = out.isna()
+        if bad.any():
+            raise DataValidationError(f"{name}: unparseable date {u[bad].iloc[0]!r}" + ("" if date_format else "; pass --date-format"))
+        if getattr(out.dt, "tz", None) is not None: out = out.dt.tz_localize(None)
+        return out.astype("datetime64[ns]")
+    return _uniques(s, parse)
 
 def _mapping(columns) -> dict[str, str]:
     "`'date=Day,close=Last'` or a dict -> {canonical: source column}."
@@ -343,13 +353,13 @@ def _recognise(raw: pd.DataFrame, name: str, layout: str = "auto", value: str = 
     if dup: raise DataValidationError(f"{name}: several columns map to {dup}: {cols}")
     if layout == "long":
         if not has_ticker: raise DataValidationError(f"{name}: a long table needs a ticker column (ticker, Symbol); columns: {cols}")
-        t = raw[[c for c in cols if canon[c] == "ticker"][0]].astype(str).str.strip()
+        t = _uniques(raw[[c for c in cols if canon[c] == "ticker"][0]], lambda u: u.astype(str).str.strip())
         if stooq:
-            s = t.str.extract(r"^(.+)\.([A-Za-z]{2})$")
-            if s[0].notna().all():
-                notes.append(f"market suffix {sorted(set('.' + s[1].str.upper()))} dropped from the tickers")
-                t = s[0]
-        t = t.str.upper() if stooq else t
+            sfx = pd.Series(t.unique()).str.extract(r"^(.+)\.([A-Za-z]{2})$")
+            if sfx[0].notna().all():
+                notes.append(f"market suffix {sorted(set('.' + sfx[1].str.upper()))} dropped from the tickers")
+                t = _uniques(t, lambda u: u.str.replace(r"\.[A-Za-z]{2}$", "", regex=True))
+            t = _uniques(t, lambda u: u.str.upper())
         want = _strip_market(file_ticker)[0] if stooq and file_ticker else file_ticker
         if in_folder and (t != want).any():
             raise DataValidationError(f"{name}: ticker column ({t[t != want].iloc[0]!r}) disagrees with the file name ({want!r})")
