@@ -5,14 +5,13 @@
 # %% ../nbs/00_data.ipynb #24beca9a
 from __future__ import annotations
 import csv
-import io
 import os
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Mapping
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import fsspec
 import numpy as np
 import pandas as pd
