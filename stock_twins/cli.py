@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 # %% auto #0
@@ -27,29 +28,51 @@ def _step(msg: str):
     from stock_twins.pipeline import step
     return step(msg)
 
+def _add_source_args(s, what: str = "your prices"):
+    "The loader options of `stock_twins.data.read_source`, shared by ingest, main and evaluate."
+    s.add_argument("--source", default=None, help=f"{what}: a CSV/TXT/Parquet file, a folder of per-ticker files, an s3:// URL, or "
+                   "postgresql://user@host/db?table=T (password from $PGPASSWORD)")
+    s.add_argument("--index", default=None, help="a file with your market index (default: the configured one, else an equal-weight index of your stocks)")
+    s.add_argument("--layout", default="auto", choices=["auto", "long", "wide", "single"], help="table layout of --source (auto: recognised, never guessed)")
+    s.add_argument("--ticker", default=None, help="ticker of a one-stock file (default: the file name)")
+    s.add_argument("--columns", default=None, help="canonical=source column names, e.g. date=Day,close=Last,volume=Vol")
+    s.add_argument("--value", default="adj_close", help="price field held by a wide table")
+    s.add_argument("--sep", default=None, help="CSV separator (default: read from the file)")
+    s.add_argument("--decimal", default=None, choices=[",", "."], help="decimal mark (default: read from the file where unambiguous)")
+    s.add_argument("--date-format", default=None, help="strftime format of the dates, e.g. %%d/%%m/%%Y (default: recognised)")
+    s.add_argument("--sector", default=None, help="sector of the tickers the config does not list (one name, or T=Sector,U=Sector)")
+
+def _read_kw(args) -> dict:
+    return dict(layout=args.layout, value=args.value, ticker=args.ticker, columns=args.columns, sep=args.sep,
+                decimal=args.decimal, date_format=args.date_format)
+
 # %% ../nbs/80_cli.ipynb #27c0ccae
 def cmd_ingest(args) -> int:
-    from stock_twins.data import ingest_prices, read_prices
-    from stock_twins.pipeline import ingest_sample, store_summary
+    from stock_twins.pipeline import ingest_sample, ingest_source, store_summary
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
         done = _step(f"ingest {args.source or 'the bundled sample'} into {st.path}")
-        if args.source: n = ingest_prices(st, read_prices(args.source, args.layout, args.value), str(args.source), cfg=cfg)
-        else: n = ingest_sample(st, cfg)
-        done(f"{n:,} rows")
+        if args.source:
+            r = ingest_source(st, cfg, args.source, args.index, _read_kw(args), args.sector)
+            done(f"{r['rows']:,} rows of {len(r['tickers'])} stocks")
+            print("\n".join(f"   {l}" for l in r["recognised"].splitlines()))
+            if r["index"]: print(f"   market index {r['index']}: {r['index_recognised'].splitlines()[0]}")
+        else:
+            if args.index: raise ValueError("--index goes with --source (the bundled sample has its own index)")
+            done(f"{ingest_sample(st, cfg):,} rows")
         print(store_summary(st))
     return 0
 
 def cmd_features(args) -> int:
-    from stock_twins.pipeline import build_features, store_summary
+    from stock_twins.pipeline import run_features, store_summary
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
         if not st.has("prices"): raise SystemExit(f"no prices in {st.path}: run `stock-twins ingest` first")
         done = _step("features and labels")
-        feats, fresh = build_features(st, cfg, args.force)
-        done(f"{len(feats):,} rows {'written' if fresh else 'already up to date (use --force to recompute)'}")
+        feats, fresh, info = run_features(cfg, st, args.force)
+        done(f"{len(feats):,} rows {'written' if fresh else 'already up to date (use --force to recompute)'}; market index {info['index_label']}")
         print(store_summary(st))
     return 0
 
@@ -58,13 +81,17 @@ def cmd_info(args) -> int:
     from stock_twins.store import Store
     cfg = _cfg(args)
     if cfg.data.store != ":memory:" and not Path(cfg.data.store).exists(): raise SystemExit(f"no store at {cfg.data.store}: run `stock-twins main` first")
-    with Store.from_config(cfg, read_only=True) as st: print(store_summary(st))
+    from stock_twins.pipeline import ticker_summary
+    with Store.from_config(cfg, read_only=True) as st:
+        print(store_summary(st))
+        print(ticker_summary(st, cfg))
     return 0
 
 def cmd_evaluate(args) -> int:
     from stock_twins.evaluation import evaluate
     cfg = _cfg(args)
-    evaluate(models=args.models, quick=args.quick, out_dir=args.out, cfg=cfg)
+    evaluate(models=args.models, quick=args.quick, out_dir=args.out, cfg=cfg, source=args.source, index=args.index,
+             read=_read_kw(args), sectors=args.sector, test_start=args.test_start, test_end=args.test_end)
     return 0
 
 def cmd_pretrain(args) -> int:
@@ -77,10 +104,11 @@ def cmd_pretrain(args) -> int:
     return 0
 
 def cmd_main(args) -> int:
-    "The main job on the bundled real data with the embedded defaults (see `70_pipeline`)."
+    "The main job on your prices (`--source`) or the bundled real data, with the embedded defaults (see `70_pipeline`)."
     from stock_twins.pipeline import run_main, smoke_config
     cfg = _cfg(args)
-    run_main(smoke_config(cfg) if args.smoke else cfg, force=args.force)
+    run_main(smoke_config(cfg) if args.smoke else cfg, force=args.force, source=args.source, index=args.index,
+             read=_read_kw(args), sectors=args.sector)
     return 0
 
 def _tickers(s: str | None) -> list[str] | None:
@@ -90,11 +118,13 @@ def _day(d) -> str: return str(d)[:10]
 
 def cmd_graph(args) -> int:
     from stock_twins.graph import DuckDBGraphStore
-    from stock_twins.pipeline import ensure_graphs_in_store
+    from stock_twins.pipeline import ensure_graphs_in_store, job_config
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
-        done = _step(f"point-in-time correlation graphs (window {cfg.graph.window}, k {cfg.graph.k}, every {cfg.graph.every} days) in {st.path}")
+        cfg, _ = job_config(cfg, st)
+        done = _step(f"point-in-time correlation graphs (window {cfg.graph.window}, k {cfg.graph.k}, every {cfg.graph.every} days; "
+                     f"from the stocks' own returns, no market index) in {st.path}")
         n, total = ensure_graphs_in_store(cfg, st); done(f"{n} written, {total} stored")
         g = DuckDBGraphStore(st)
         last = g.dates()[-1]
@@ -486,22 +516,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML config file (default: $STOCK_TWINS_CONFIG, else config/config.yaml, else defaults)")
     p.add_argument("--store", default=None, help="DuckDB store file (overrides data.store)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    s = sub.add_parser("main", help="the whole job on the bundled real data: ingest, features, graphs, foundation, twins, fallback, ranked forecasts")
+    s = sub.add_parser("main", help="the whole job on your prices (--source) or the bundled real data: ingest, features, graphs, foundation, twins, fallback, ranked forecasts")
     s.add_argument("--force", action="store_true", help="recompute and retrain what is already stored")
     s.add_argument("--smoke", action="store_true", help="tiny models and few epochs: a smoke run of every step")
+    _add_source_args(s, "your prices (default: the bundled sample, ingested only when no source is given)")
     s.set_defaults(fn=cmd_main)
-    s = sub.add_parser("ingest", help="validate and load prices into the store")
-    s.add_argument("--source", default=None, help="CSV/Parquet file or folder of per-ticker files, local or fsspec URL (default: bundled sample)")
-    s.add_argument("--layout", default="auto", choices=["auto", "long", "wide"], help="table layout of --source")
-    s.add_argument("--value", default="adj_close", help="price field held by a wide table")
+    s = sub.add_parser("ingest", help="recognise, validate and load prices into the store")
+    _add_source_args(s, "your prices (default: the bundled sample)")
     s.set_defaults(fn=cmd_ingest)
     s = sub.add_parser("features", help="compute features and labels for the stored prices")
     s.add_argument("--force", action="store_true", help="recompute even when up to date")
     s.set_defaults(fn=cmd_features)
-    s = sub.add_parser("evaluate", help="walk-forward evaluation of models on the bundled real sample, with a markdown report")
+    s = sub.add_parser("evaluate", help="walk-forward evaluation of models on the bundled real sample or your prices, with a markdown report")
     s.add_argument("--models", default=None, help="comma-separated model names (default: every baseline)")
-    s.add_argument("--quick", action="store_true", help="4 stocks, test years 2019-2020: a smoke run in about a minute")
+    s.add_argument("--quick", action="store_true", help="test years 2019-2020, 200 resamples (the sample: 4 stocks from 2012): a smoke run")
     s.add_argument("--out", default=None, help="output folder (default: evaluation.out_dir)")
+    s.add_argument("--test-start", type=int, default=None, help="first test year (default: evaluation.test_start)")
+    s.add_argument("--test-end", type=int, default=None, help="last test year (default: evaluation.test_end)")
+    _add_source_args(s, "your prices to evaluate on (default: the bundled sample)")
     s.set_defaults(fn=cmd_evaluate)
     s = sub.add_parser("pretrain", help="pretrain the foundation on the stored prices, save the checkpoint and the embeddings")
     s.add_argument("--epochs", type=int, default=None, help="epochs (default: foundation.epochs)")
@@ -532,12 +564,23 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_options, _add_portfolio, _add_agents, _add_serve): add(sub)
     return p
 
+def _one_line_warnings(cmd: str):
+    "Show the data layer's warnings (`DataWarning`) as one line each: `stock-twins CMD: warning: ...`."
+    shown = warnings.showwarning
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__name__ == "DataWarning": print(f"stock-twins {cmd}: warning: {message}", file=sys.stderr, flush=True)
+        else: shown(message, category, filename, lineno, file, line)
+    warnings.showwarning = show
+    return shown
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `stock-twins` command."
     args = build_parser().parse_args(argv)
+    before = _one_line_warnings(args.cmd)
     try: return args.fn(args) or 0
     except KeyboardInterrupt:
         print("interrupted: nothing partial was written (each load is one transaction)", file=sys.stderr); return 130
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"stock-twins {args.cmd}: error: {msg}", file=sys.stderr); return 2
+    finally: warnings.showwarning = before

@@ -68,6 +68,9 @@ class UniverseConfig(_Section):
                                           description="GICS sector -> tickers. Every ticker the project knows has exactly one sector.")
     pilot: list[str] = Field(default_factory=lambda: list(_PILOT),
                              description="Tickers that get a digital twin; the others use the LightGBM fallback.")
+    unsectored: list[str] = Field(default_factory=list,
+                                  description="Tickers known without a sector: they get the model's unknown-sector id (a stock of yours whose sector you do not give).")
+    pilot_user_stocks: bool = Field(True, description="Stocks of your own sources that this universe does not list also get a twin when they have enough history.")
 
     @model_validator(mode="after")
     def _check(self):
@@ -76,15 +79,18 @@ class UniverseConfig(_Section):
             for t in ts:
                 if t in seen: raise ValueError(f"ticker {t!r} is listed in two sectors: {seen[t]!r} and {sec!r}")
                 seen[t] = sec
-        unknown = [t for t in self.pilot if t not in seen]
-        if unknown: raise ValueError(f"pilot tickers without a sector: {unknown}; add them to universe.sectors")
+        both = sorted(set(self.unsectored) & set(seen))
+        if both: raise ValueError(f"tickers {both} are in universe.unsectored and also have a sector in universe.sectors: keep one")
+        unknown = [t for t in self.pilot if t not in seen and t not in self.unsectored]
+        if unknown: raise ValueError(f"pilot tickers without a sector: {unknown}; add them to universe.sectors (or universe.unsectored)")
         if len(set(self.pilot)) != len(self.pilot): raise ValueError("universe.pilot lists a ticker twice")
         return self
 
-    def sector_of(self, ticker: str) -> str:
-        "The sector of `ticker`, or a clear `KeyError`."
+    def sector_of(self, ticker: str) -> str | None:
+        "The sector of `ticker` (None for a ticker of `unsectored`), or a clear `KeyError`."
         for sec, ts in self.sectors.items():
             if ticker in ts: return sec
+        if ticker in self.unsectored: return None
         raise KeyError(f"unknown ticker {ticker!r}: it is in no sector of universe.sectors")
 
 class FeaturesConfig(_Section):

@@ -19,8 +19,8 @@ from .report import write_report
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['QUICK_TICKERS', 'QUICK_START', 'walk_forward_splits', 'make_panels', 'walk_forward', 'run_walk_forward',
-           'forecaster_names', 'make_forecasters', 'quick_config', 'evaluate']
+__all__ = ['QUICK_TICKERS', 'QUICK_START', 'MIN_TRAIN_DAYS', 'walk_forward_splits', 'make_panels', 'walk_forward',
+           'run_walk_forward', 'forecaster_names', 'make_forecasters', 'quick_config', 'check_history', 'evaluate']
 
 # %% ../nbs/90_evaluation.ipynb #c411c954
 _REFIT = {"yearly": "Y", "monthly": "M", "weekly": "W-FRI"}
@@ -208,30 +208,73 @@ def quick_config(cfg: Config) -> Config:
     "The smoke-test variant of `cfg`: test years 2019-2020, yearly refit, 200 bootstrap resamples."
     return cfg.replace(evaluation={"test_start": 2019, "test_end": 2020, "refit": "yearly", "n_boot": 200})
 
+MIN_TRAIN_DAYS = 504   # trading days before the first test year: the 200-day features warm up, the models train on the rest
+
+def check_history(prices: pd.DataFrame, cfg: Config) -> None:
+    "Refuse, with a clear message naming the flags, prices too short for the protocol of `cfg.evaluation`."
+    ev = cfg.evaluation
+    d = pd.DatetimeIndex(np.sort(prices["date"].unique()))
+    lo, hi = _as_date(ev.test_start), _as_date(ev.test_end, end=True)
+    if ev.test_end < ev.test_start: raise ValueError(f"the last test year {ev.test_end} is before the first {ev.test_start}")
+    start = next((y for y in range(d[0].year + 1, d[-1].year + 1) if (d < pd.Timestamp(y, 1, 1)).sum() >= MIN_TRAIN_DAYS), None)
+    hint = (f"pass --test-start/--test-end (or set evaluation.test_start/test_end) to years your prices cover after two years of "
+            f"history" + (f", e.g. --test-start {start} --test-end {d[-1].year}" if start else ": they span under three years, too short for any"))
+    span = f"your prices span {d[0]:%Y-%m-%d}..{d[-1]:%Y-%m-%d}"
+    before = int((d < lo).sum())
+    if before < MIN_TRAIN_DAYS:
+        raise ValueError(f"history too short for the protocol: the first test year {ev.test_start} needs {MIN_TRAIN_DAYS} trading days "
+                         f"(two years) before it to train on, there are {before} ({span}); {hint}")
+    empty = [y for y in range(ev.test_start, ev.test_end + 1) if not ((d >= pd.Timestamp(y, 1, 1)) & (d <= pd.Timestamp(y, 12, 31))).any()]
+    if empty: raise ValueError(f"history too short for the protocol: no prices in the test years {empty} ({span}); {hint}")
+
 def evaluate(models: str | Sequence[str | Forecaster] | None = None, # model names ('a,b' or a list; `forecaster_names()`) or Forecaster objects; None: all baselines
-             quick: bool = False,  # smoke test: 4 stocks from 2012, test years 2019-2020, yearly refit, 200 resamples
+             quick: bool = False,  # smoke test: test years 2019-2020, yearly refit, 200 resamples (the sample: 4 stocks from 2012)
              out_dir: str | os.PathLike | None = None, # where to write; None: `evaluation.out_dir` (quick: its `quick` subfolder)
              cfg: Config | None = None, # configuration; None loads it
              progress: bool = True,     # progress bar and printed summary
+             source: str | None = None, # your prices (file, folder, s3://, postgresql://; see `stock_twins.data.read_source`); None: the bundled sample
+             index: str | None = None,  # your market index file; None: the sample's S&P 500, or for `source` an equal-weight index of its stocks
+             read: dict | None = None,  # loader options for `source` (layout, ticker, columns, ...)
+             sectors=None,              # sector(s) for the tickers of `source` the config does not list
+             test_start: int | None = None, test_end: int | None = None, # test years (default: evaluation.test_start/test_end)
             ) -> Path:
-    "Run `models` walk-forward on the bundled real sample, write report.md, plots, scores and predictions.parquet; return the report path."
-    from stock_twins.data import load_sample, load_sample_index
+    "Run `models` walk-forward on the bundled real sample or your prices, write report.md, plots, scores and predictions.parquet; return the report path."
+    from stock_twins.data import equal_weight_index, load_sample, load_sample_index, read_source, universe_with
     t0 = time.perf_counter()
     cfg = cfg or load_config()
     if quick: cfg = quick_config(cfg)
+    years = {k: v for k, v in (("test_start", test_start), ("test_end", test_end)) if v is not None}
+    if years: cfg = cfg.replace(evaluation=years)
     ev = cfg.evaluation
     out = Path(out_dir) if out_dir is not None else Path(ev.out_dir) / ("quick" if quick else "")
-    prices, index = load_sample(cfg), load_sample_index(cfg)
-    if quick: prices = prices[prices["ticker"].isin(QUICK_TICKERS) & (prices["date"] >= QUICK_START)].reset_index(drop=True)
-    ms = make_forecasters(models, cfg, prices, index)
-    preds = run_walk_forward(ms, prices, index, cfg, out=out / "predictions.parquet", progress=progress)
+    if source is None:
+        if sectors is not None: raise ValueError("--sector goes with --source (the sample's stocks are in the config's universe)")
+        prices, index_df = load_sample(cfg), load_sample_index(cfg)
+        if quick: prices = prices[prices["ticker"].isin(QUICK_TICKERS) & (prices["date"] >= QUICK_START)].reset_index(drop=True)
+        data = "bundled real sample"
+    else:
+        loaded = read_source(source, **(read or {}))
+        prices = loaded.prices
+        cfg = universe_with(cfg, prices["ticker"].unique(), sectors)     # unknown tickers: the model's unknown-sector id
+        index_df = None if index is not None else equal_weight_index(prices)
+        data = f"your prices from {loaded.source}"
+        if progress: print(loaded.describe())
+    if index is not None:
+        index_df = read_source(index).prices
+        if index_df["ticker"].nunique() != 1: raise ValueError(f"{index}: an index file holds one series")
+        data += f"; market index {index_df['ticker'].iloc[0]} from {index}"
+    elif source is not None:
+        data += "; market index: an equal-weight index of these stocks, built from their own prices (not a market index)"
+    check_history(prices, cfg)
+    ms = make_forecasters(models, cfg, prices, index_df)
+    preds = run_walk_forward(ms, prices, index_df, cfg, out=out / "predictions.parquet", progress=progress)
     splits = walk_forward_splits(prices["date"], ev.test_start, ev.test_end, ev.refit, cfg.features.horizon, ev.purge)
     scores = score(preds, ev.block, ev.n_boot, cfg.project.seed)
-    path = write_report(preds, scores, out, cfg, splits, elapsed=time.perf_counter() - t0)
+    path = write_report(preds, scores, out, cfg, splits, elapsed=time.perf_counter() - t0, data=data)
     if progress:
         cols = ["hit", "hit_lo", "hit_hi", "edge", "ic", "brier", "qlike", "cov80", "regime_acc"]
         with pd.option_context("display.width", 140, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
             print(scores[cols].dropna(how="all").to_string(na_rep=""))
-        print(f"\n{len(ms)} models x {len(splits)} splits in {time.perf_counter() - t0:.0f}s; "
+        print(f"\n{len(ms)} models x {len(splits)} splits in {time.perf_counter() - t0:.0f}s on the {data}; "
               f"report: {path}\npredictions: {out / 'predictions.parquet'} ({len(preds):,} rows)")
     return path

@@ -207,7 +207,8 @@ class FeaturePanel:
     feature_cols: tuple[str, ...]
     values: np.ndarray     # [D, N, F] float32, NaN where missing
     valid: np.ndarray      # [D, N] bool: a row exists and every selected feature (but those in `absent`) is finite
-    absent: tuple[str, ...] = ()   # selected columns of a SOURCE_GROUPS group the frame has no data for
+    absent: tuple[str, ...] = ()   # selected columns of a SOURCE_GROUPS group no ticker of the frame has data for
+    lacking: np.ndarray | None = None  # [N, F] bool: the ticker has no data for this column's SOURCE_GROUPS group
 
     @classmethod
     def from_frame(cls, feats: pd.DataFrame,                    # long frame: date, ticker, features
@@ -223,11 +224,17 @@ class FeaturePanel:
         vals = np.full((len(dates), len(tickers), len(cols)), np.nan, dtype="float32")
         vals[day, col] = feats[list(cols)].to_numpy(dtype="float32")
         fin = np.isfinite(vals)
-        lacking = {c for g in SOURCE_GROUPS.values() if not feats[[c for c in g if c in feats]].notna().any().any() for c in g}
-        absent = np.array([c in lacking for c in cols], dtype=bool)
+        lack = np.zeros((len(tickers), len(cols)), dtype=bool)                 # [N, F]
+        for g in SOURCE_GROUPS.values():
+            at = [j for j, c in enumerate(cols) if c in g]
+            if not at: continue
+            row_has = feats[[c for c in g if c in feats]].notna().any(axis=1).to_numpy()
+            has = np.bincount(col, weights=row_has, minlength=len(tickers)) > 0   # [N] any row of the ticker has the group
+            lack[np.ix_(~has, at)] = True
         exists = np.zeros((len(dates), len(tickers)), dtype=bool); exists[day, col] = True
-        valid = exists & (fin | absent).all(axis=2)
-        return cls(pd.DatetimeIndex(dates), list(tickers), cols, vals, valid, tuple(c for c, a in zip(cols, absent) if a))
+        valid = exists & (fin | lack[None]).all(axis=2)
+        absent = tuple(c for j, c in enumerate(cols) if lack[:, j].all())
+        return cls(pd.DatetimeIndex(dates), list(tickers), cols, vals, valid, absent, lack)
 
     def __repr__(self):
         return (f"FeaturePanel({len(self.dates)} dates {self.dates[0]:%Y-%m-%d}..{self.dates[-1]:%Y-%m-%d}, "

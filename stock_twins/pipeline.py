@@ -15,11 +15,12 @@ from .schema import PROB_COLUMNS, STORED_PRED_COLUMNS, stored_predictions
 from .store import Store, atomic_write
 
 # %% auto #0
-__all__ = ['step', 'stored_prices', 'smoke_config', 'ingest_sample', 'build_features', 'store_summary', 'ensure_graphs_in_store',
-           'foundation_recipe', 'ensure_foundation', 'latest_foundation', 'embedding_dates', 'embedded_dates',
-           'ensure_embeddings', 'ensure_twins', 'ensure_fallback', 'fallback_for', 'publish', 'rank_predictions',
-           'traded_on', 'predict_ranked', 'save_predictions', 'format_ranked', 'run_main', 'run_pretrain',
-           'run_retrain', 'run_predict']
+__all__ = ['step', 'stored_prices', 'smoke_config', 'ingest_sample', 'features_index', 'build_features', 'store_summary',
+           'ingest_source', 'min_history', 'job_config', 'run_features', 'describe_job', 'ticker_summary',
+           'ensure_graphs_in_store', 'foundation_recipe', 'ensure_foundation', 'latest_foundation', 'embedding_dates',
+           'embedded_dates', 'ensure_embeddings', 'ensure_twins', 'ensure_fallback', 'fallback_for', 'publish',
+           'rank_predictions', 'traded_on', 'predict_ranked', 'save_predictions', 'format_ranked', 'run_main',
+           'run_pretrain', 'run_retrain', 'run_predict']
 
 # %% ../nbs/70_pipeline.ipynb #98f46744
 def step(msg: str, verbose: bool = True):
@@ -43,35 +44,140 @@ def smoke_config(cfg: Config) -> Config:
 
 def ingest_sample(store: Store, cfg: Config) -> int:
     "Load the bundled real sample (stocks and index) into `store`; idempotent. Returns stock rows."
-    from stock_twins.data import ingest_prices, load_sample, load_sample_index
+    from stock_twins.data import SAMPLE_INDEX_SOURCE, SAMPLE_SOURCE, ingest_prices, load_sample, load_sample_index
     with store.transaction():
-        n = ingest_prices(store, load_sample(cfg), "bundled sample (skfolio sp500_dataset)", cfg=cfg)
-        ingest_prices(store, load_sample_index(cfg), "bundled sample (skfolio sp500_index)", table="index_prices")
+        n = ingest_prices(store, load_sample(cfg), SAMPLE_SOURCE, cfg=cfg)
+        ingest_prices(store, load_sample_index(cfg), SAMPLE_INDEX_SOURCE, table="index_prices")
     return n
+
+def _index_fingerprint(cfg: Config, index: pd.DataFrame | None) -> str:
+    "Which index, and its values, in one hash: features computed with another index are stale."
+    if index is None or len(index) == 0: return "none"
+    from stock_twins.data import return_price
+    return json_hash(dict(ticker=cfg.data.index_ticker, rows=int(len(index)), first=f"{index['date'].min():%Y-%m-%d}",
+                          last=f"{index['date'].max():%Y-%m-%d}", total=round(float(return_price(index).sum()), 6)))
+
+def features_index(store: Store) -> str | None:
+    "The market index the stored features were computed with, as recorded (None when not recorded)."
+    if not store.has("sources") or "detail" not in store.columns("sources"): return None
+    r = store.read("sources", where={"table_name": "features"})
+    return None if len(r) == 0 else r["detail"].iloc[-1]
 
 def build_features(store: Store, cfg: Config, force: bool = False,
                    prices: pd.DataFrame | None = None, index: pd.DataFrame | None = None, # already read (None: read here)
+                   index_label: str | None = None,   # how the index is described in the record (None: its ticker)
                   ) -> tuple[pd.DataFrame, bool]:
-    "Features and labels of every stored price, stored (skipped when they already cover the prices, unless `force`): (features, recomputed?)."
+    "Features and labels of every stored price, stored (skipped when they already cover the prices with the same index, unless `force`): (features, recomputed?)."
     from stock_twins.features import compute_features, compute_labels, features_to_store, labels_to_store
-    n_prices = store.count("prices")
-    if not force and store.has("features") and store.has("labels"):
-        if store.count("features") == n_prices and store.count("labels") == n_prices: return store.read("features"), False
     if prices is None: prices, index = stored_prices(store, cfg)
+    fp = _index_fingerprint(cfg, index)
+    n_prices = len(prices)
+    if not force and store.has("features") and store.has("labels") and "fingerprint" in store.columns("sources"):
+        rec = store.read("sources", where={"table_name": "features", "fingerprint": fp})
+        if len(rec) and store.count("features") == n_prices and store.count("labels") == n_prices: return store.read("features"), False
     feats = compute_features(prices, index)
     labels = compute_labels(prices, cfg.features.horizon)
+    label = "none (market features unknown)" if index is None else (index_label or cfg.data.index_ticker)
+    rec = pd.DataFrame([{"table_name": "features", "source": "computed from the stored prices", "rows": len(feats),
+                         "tickers": int(feats["ticker"].nunique()), "first_date": feats["date"].min(), "last_date": feats["date"].max(),
+                         "columns": f"market index {cfg.data.index_ticker if index is not None else 'none'}",
+                         "loaded_at": pd.Timestamp.now(tz="UTC").tz_localize(None), "detail": label, "fingerprint": fp}])
     with store.transaction():
         features_to_store(store, feats)
         labels_to_store(store, labels)
+        store.upsert("sources", rec, key=("table_name", "source"))
     return feats, True
 
 def store_summary(store: Store) -> str:
     "A short text summary of the tables in `store`."
     lines = [f"store: {store.path}"]
     for r in store.summary().itertuples():
-        tick = f"  {r.tickers} tickers" if pd.notna(r.tickers) else ""
+        tick = f"  {int(r.tickers)} tickers" if pd.notna(r.tickers) else ""
         span = f"  {str(r.first)[:10]} .. {str(r.last)[:10]}" if pd.notna(r.first) else ""
         lines.append(f"  {r.table:<14} {r.rows:>9,} rows  {r.columns:>3} cols{tick}{span}")
+    return "\n".join(lines)
+
+# %% ../nbs/70_pipeline.ipynb #6c325c4c
+def ingest_source(store: Store, cfg: Config,
+                  source: str,                 # file, folder, fsspec URL or postgresql:// URL
+                  index: str | None = None,    # a file (or URL) with the market index (one series)
+                  read: dict | None = None,    # loader options: layout, value, ticker, columns, sep, decimal, date_format
+                  sectors=None,                # a sector for the unknown tickers, or ticker -> sector
+                  strict: bool = False,        # refuse tickers the universe does not know
+                 ) -> dict:
+    "Read and ingest a user's prices (and index) in one transaction; a summary naming what was recognised."
+    from stock_twins.data import ingest_index, ingest_prices, read_source
+    loaded = read_source(source, **(read or {}))
+    idx = read_source(index) if index is not None else None
+    with store.transaction():
+        n = ingest_prices(store, loaded.prices, loaded.source, cfg=cfg, sectors=sectors, strict=strict)
+        name = ingest_index(store, idx.prices, idx.source) if idx is not None else None
+    return dict(rows=n, tickers=sorted(loaded.prices["ticker"].unique()), recognised=loaded.describe(), index=name,
+                index_recognised=None if idx is None else idx.describe())
+
+def min_history(cfg: Config) -> int:
+    "Sessions a stock needs to get a twin: a year of warm-up (the 200-day average, the regimes' volatility percentile) plus the twin's window."
+    return max(252, cfg.regime.vol_window) + 21 * cfg.twins.window_months
+
+def job_config(cfg: Config, store: Store, build: bool = True) -> tuple[Config, dict]:
+    "The configuration a job runs with on this store (universe, pilots, market index) and what was decided, for printing."
+    from stock_twins.data import choose_index, store_universe, user_tickers
+    c = store_universe(cfg, store)
+    idx, label = choose_index(store, c, build=build)
+    span = store.span("prices", by_ticker=True)
+    rows = {} if span is None else dict(zip(span["ticker"], span["rows"]))
+    need, users = min_history(cfg), user_tickers(store)
+    known = set(cfg.universe.unsectored) | {t for ts in cfg.universe.sectors.values() for t in ts}   # the config decides for these
+    cand = [*c.universe.pilot, *(t for t in users if t not in known and t not in c.universe.pilot and cfg.universe.pilot_user_stocks)]
+    pilots = [t for t in cand if t not in rows or rows[t] >= need]
+    over = {"universe": {"pilot": pilots}}
+    if idx is not None: over["data"] = {"index_ticker": idx}
+    info = dict(index=idx, index_label=label, stocks=len(rows), user=users, min_history=need,
+                pilots=[t for t in pilots if t in rows], short=[t for t in cand if t in rows and rows[t] < need],
+                unsectored=[t for t in c.universe.unsectored if t in rows])
+    return c.replace(**over), info
+
+def run_features(cfg: Config, store: Store, force: bool = False) -> tuple[pd.DataFrame, bool, dict]:
+    "`stock-twins features`: features and labels with the store's market index (`job_config`): (features, recomputed?, decisions)."
+    c, info = job_config(cfg, store)
+    feats, fresh = build_features(store, c, force, index_label=info["index_label"])
+    return feats, fresh, info
+
+def describe_job(info: dict) -> str:
+    "The decisions of `job_config`, in a few lines."
+    def few(ts): return ", ".join(ts[:12]) + (f" ... ({len(ts)} in all)" if len(ts) > 12 else "")
+    lines = [f"   {info['stocks']} stocks ({len(info['user'])} from your sources); market index: {info['index_label']}",
+             f"   twins for {len(info['pilots'])} stocks with at least {info['min_history']} sessions" + (f": {few(info['pilots'])}" if info["pilots"] else "")]
+    if info["short"]: lines.append(f"   fewer sessions, so the fallback serves them: {few(info['short'])}")
+    if info["unsectored"]: lines.append(f"   no sector (the model's unknown-sector id): {few(info['unsectored'])}")
+    return "\n".join(lines)
+
+def ticker_summary(store: Store, cfg: Config, max_rows: int = 40) -> str:
+    "Per stock: sector, twin or fallback, the columns its source has, what its returns come from, where it came from; and the market index."
+    if not store.has("prices") or store.count("prices") == 0: return ""
+    c, info = job_config(cfg, store, build=False)
+    span = store.span("prices", by_ticker=True).set_index("ticker")
+    t = pd.DataFrame(index=span.index)
+    smap = {x: s for s, ts in c.universe.sectors.items() for x in ts}
+    t["sector"] = [smap.get(x, "(unknown)") for x in t.index]
+    t["model"] = ["twin" if x in info["pilots"] else "fallback" for x in t.index]
+    if store.has("ticker_sources"):
+        ts = store.read("ticker_sources").sort_values("loaded_at")
+        last = ts.groupby("ticker").agg(columns=("columns", "last"), returns=("returns_from", "last"),
+                                        source=("source", lambda x: " + ".join(dict.fromkeys(x))))
+        t = t.join(last)
+    else: t["columns"] = t["returns"] = t["source"] = "(not recorded)"
+    t["days"] = [f"{a:%Y-%m-%d}..{b:%Y-%m-%d} ({n:,})" for a, b, n in zip(span["first"], span["last"], span["rows"])]
+    t = t.fillna("(not recorded)")
+    lines = [f"market index: {info['index_label']}"]
+    fi = features_index(store)
+    if fi is not None: lines.append(f"features computed with the market index: {fi}")
+    if len(t) <= max_rows: lines.append(t.reset_index().to_string(index=False))
+    else:
+        g = t.groupby(["source", "columns", "returns", "model"]).size().rename("stocks").reset_index()
+        lines.append(g.to_string(index=False))
+        odd = t[(t["sector"] == "(unknown)")].index.tolist()
+        if odd: lines.append(f"no sector (the model's unknown-sector id): {', '.join(odd[:20])}{' ...' if len(odd) > 20 else ''}")
     return "\n".join(lines)
 
 # %% ../nbs/70_pipeline.ipynb #dc08da8b
@@ -94,7 +200,7 @@ def foundation_recipe(cfg: Config, prices: pd.DataFrame) -> dict:
                 tickers=sorted(prices["ticker"].unique()), n_prices=int(len(prices)),
                 foundation=cfg.foundation.model_dump(exclude={"train_end", "epochs"}),
                 features=cfg.features.model_dump(), graph=cfg.graph.model_dump(), regime=cfg.regime.model_dump(),
-                sectors=cfg.universe.sectors)
+                sectors=cfg.universe.sectors, index=cfg.data.index_ticker)
 
 def ensure_foundation(cfg: Config, store: Store,
                       force: bool = False,     # retrain even when a checkpoint of this recipe exists
@@ -183,7 +289,7 @@ def _fallback_recipe(cfg: Config, store: Store, cutoff: pd.Timestamp) -> dict:
     m = cfg.main
     return dict(cutoff=f"{cutoff:%Y-%m-%d}", years=m.fallback_years, rounds=m.fallback_rounds, seed=cfg.project.seed,
                 horizon=cfg.features.horizon, tickers=store.tickers("features"), n_features=int(store.count("features", end=cutoff)),
-                regime=cfg.regime.model_dump())
+                regime=cfg.regime.model_dump(), index=cfg.data.index_ticker)
 
 def ensure_fallback(cfg: Config, store: Store, cutoff, force: bool = False,
                     prices: pd.DataFrame | None = None, index: pd.DataFrame | None = None, # already read (None: read here)
@@ -295,23 +401,49 @@ def format_ranked(ranked: pd.DataFrame) -> str:
 def run_main(cfg: Config | None = None,  # config; None loads it
              store: Store | None = None, # open store; None opens `data.store`
              force: bool = False,        # recompute what is already stored
-             ingest: bool = True,        # load the bundled sample first (idempotent)
+             ingest: bool = True,        # without `source`: load the bundled sample first (idempotent; skipped when the store holds only your data)
              progress: bool = True,      # progress bars and step headers
+             source: str | None = None,  # your prices (file, folder, s3://, postgresql://): ingested instead of the sample
+             index: str | None = None,   # your market index file (default: the configured one, else an equal-weight index)
+             read: dict | None = None,   # loader options for `source` (layout, ticker, columns, ...)
+             sectors=None,               # sector(s) for the tickers of `source` the universe does not know
             ) -> dict:
     "Ingest → features → graphs → foundation → embeddings → twins → fallback → ranked predictions; returns a summary."
+    from stock_twins.data import user_tickers
     from stock_twins.regime import regime_labels
     cfg = cfg or load_config()
     own = store is None
     store = store or Store.from_config(cfg)
     t0, out = time.perf_counter(), {}
     try:
-        if ingest:
-            done = step(f"ingest the bundled real sample into {store.path}", progress)
-            n = ingest_sample(store, cfg); done(f"{n:,} price rows (idempotent)")
+        if source is not None:
+            done = step(f"ingest your prices from {source} into {store.path}", progress)
+            r = ingest_source(store, cfg, source, index, read, sectors)
+            done(f"{r['rows']:,} price rows of {len(r['tickers'])} stocks (idempotent)")
+            if progress: print("\n".join(f"   {l}" for l in (r["recognised"] + ("\n" + r["index_recognised"] if r["index"] else "")).splitlines()))
+            others = sorted(set(store.tickers("prices")) - set(r["tickers"]))
+            if others and progress:
+                print(f"   the store also holds {len(others)} other stocks ({', '.join(others[:6])}{' ...' if len(others) > 6 else ''}): "
+                      "they stay in the job; use --store for a store of your stocks alone")
+        elif ingest:
+            mine = user_tickers(store)
+            if mine and set(store.tickers("prices")) <= set(mine):
+                if progress: print(f"-> the store holds your prices only ({len(mine)} stocks): the bundled sample is not added")
+            else:
+                done = step(f"ingest the bundled real sample into {store.path}", progress)
+                n = ingest_sample(store, cfg); done(f"{n:,} price rows (idempotent)")
+            if index is not None:
+                from stock_twins.data import ingest_index, read_source
+                li = read_source(index); ingest_index(store, li.prices, li.source)
+        done = step("your universe: stocks, sectors, twins, market index", progress)
+        cfg, info = job_config(cfg, store)
+        done()
+        if progress: print(describe_job(info))
         prices, index = stored_prices(store, cfg)                          # read once; a clear error when the store has no prices
-        done = step("point-in-time features and 5-day labels", progress)
-        feats, fresh = build_features(store, cfg, force, prices, index); done(f"{len(feats):,} rows {'written' if fresh else 'reused'}")
-        done = step("correlation graphs (DuckDB graph store)", progress)
+        done = step(f"point-in-time features and 5-day labels (market index {info['index'] or 'none'})", progress)
+        feats, fresh = build_features(store, cfg, force, prices, index, info["index_label"])
+        done(f"{len(feats):,} rows {'written' if fresh else 'reused'}")
+        done = step("correlation graphs (DuckDB graph store; from the stocks' own returns, no index)", progress)
         n, total = ensure_graphs_in_store(cfg, store, prices); done(f"{n} written, {total} stored")
         cutoff = pd.Timestamp(prices["date"].max())
         m = cfg.main
@@ -385,6 +517,7 @@ def run_pretrain(cfg: Config | None = None,   # config; None loads it
     store = store or Store.from_config(cfg)
     try:
         if not store.has("prices") or store.count("prices") == 0: ingest_sample(store, cfg)
+        cfg, _ = job_config(cfg, store)
         prices, index = stored_prices(store, cfg)
         t0 = time.time()
         model, path = pretrain(prices, index, cfg, train_end=train_end, epochs=epochs, store=store, progress=progress, tiny=tiny, **pretrain_kw)
@@ -416,6 +549,7 @@ def run_retrain(cfg: Config, store: Store,
     "Weekly retraining: embed up to the cutoff with the frozen foundation, then fine-tune every pilot twin; `retrain_all`'s summary with the cutoff."
     from stock_twins.pretrain import load_foundation
     cutoff = _day(store, cutoff)
+    cfg, _ = job_config(cfg, store)                                     # the store's universe, pilots and index, as `main` saw them
     stem, rec = latest_foundation(cfg, foundation)
     done = step(f"embeddings up to {cutoff:%Y-%m-%d} with the frozen foundation {stem.name}", progress)
     new, old = ensure_embeddings(cfg, store, load_foundation(stem), end=cutoff, progress=progress); done(f"{new} dates embedded, {old} reused")
@@ -432,6 +566,7 @@ def run_predict(cfg: Config, store: Store,
                ) -> tuple[pd.DataFrame, Path]:
     "Ranked forecasts for `date` from the twins and the fallback: (ranked table, foundation stem)."
     date = _day(store, date)
+    cfg, _ = job_config(cfg, store)                                     # the store's universe, pilots and index, as `main` saw them
     traded = traded_on(store, date)
     stem, rec = latest_foundation(cfg, foundation)
     fh = rec["sha256"]

@@ -100,7 +100,9 @@ CAVEATS = """\
   dates (in-sample predictions); coverage shows how many test calls clear it."""
 
 def write_report(preds: pd.DataFrame, scores: pd.DataFrame, out_dir: str | os.PathLike, cfg: Config,
-                 splits: Sequence[Split] = (), title: str = "Walk-forward evaluation", elapsed: float | None = None) -> Path:
+                 splits: Sequence[Split] = (), title: str = "Walk-forward evaluation", elapsed: float | None = None,
+                 data: str = "bundled real sample",  # what the prices are (and which market index), for the report's first line
+                ) -> Path:
     "Write report.md, its plots and tables into `out_dir`; return the report's path."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     ev = cfg.evaluation
@@ -119,7 +121,7 @@ def write_report(preds: pd.DataFrame, scores: pd.DataFrame, out_dir: str | os.Pa
     mach = f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     md = [f"# {title}", "",
           f"Generated {when} on {mach}" + (f" in {elapsed:.0f} s." if elapsed is not None else "."), "",
-          f"- Data: bundled real sample, {len(tick)} stocks ({', '.join(tick)}); "
+          f"- Data: {data}, {len(tick)} stocks ({', '.join(tick[:30])}{' ...' if len(tick) > 30 else ''}); "
           f"test dates {preds['date'].min():%Y-%m-%d}..{preds['date'].max():%Y-%m-%d} ({preds['date'].nunique()} dates).",
           f"- Protocol: expanding window, {ev.refit} refit ({len(splits) or preds['split'].nunique()} splits), horizon "
           f"{cfg.features.horizon} days, purge {ev.purge} days; 95% intervals from a moving-block bootstrap over dates "

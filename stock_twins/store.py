@@ -288,6 +288,35 @@ def _index_prices(self: Store, cfg: Config | None = None, start=None, end=None) 
 
 Store.prices, Store.index_prices = _prices, _index_prices
 
+# %% ../nbs/03_store.ipynb #49fd7518
+def _column_coverage(self: Store, table: str, columns: Sequence[str], tickers=None) -> pd.DataFrame:
+    "Per ticker: `rows` and the count of non-missing values of each of `columns` (ticker order)."
+    self._need(table)
+    have = self.columns(table)
+    cols = [c for c in columns if c in have]
+    w, args = self._where(table, tickers)
+    counts = "".join(f", count({_ident(c)}) as {_ident(c)}" for c in cols)
+    df = self.con.execute(f"select ticker, count(*) as rows{counts} from {_ident(table)}{w} group by ticker order by ticker", args).df()
+    for c in columns:
+        if c not in df: df[c] = 0
+    return df[["ticker", "rows", *columns]]
+
+def _setting(self: Store, name: str, default: str | None = None) -> str | None:
+    "The value of setting `name` in the `settings` table, or `default`."
+    if not self.has("settings"): return default
+    r = self.con.execute("select value from settings where name = ?", [name]).fetchone()
+    return default if r is None or r[0] is None else r[0]
+
+def _set_setting(self: Store, name: str, value: str | None) -> None:
+    "Set (or, with None, clear) setting `name`."
+    if value is None:
+        if self.has("settings"): self.delete("settings", where={"name": name})
+        return
+    self.upsert("settings", pd.DataFrame({"name": [name], "value": [str(value)],
+                                          "updated": [pd.Timestamp(datetime.now(timezone.utc)).tz_localize(None)]}), key=("name",))
+
+Store.column_coverage, Store.setting, Store.set_setting = _column_coverage, _setting, _set_setting
+
 # %% ../nbs/03_store.ipynb #4ac0c119
 import hashlib
 import json

@@ -37,7 +37,8 @@ BAD = {
     "NaN price": (_with(close=[10.0, np.nan, 20.0, 21.0]), "non-finite close for AAPL 2020-01-03"),
     "inf price": (_with(close=[np.inf, 11.0, 20.0, 21.0]), "non-finite close for AAPL 2020-01-02"),
     "negative volume": (_with(volume=[100.0, -1.0, 300.0, 0.0]), "negative volume for AAPL 2020-01-03"),
-    "unknown ticker": (_with(ticker=["AAPL", "AAPL", "ZZZZ", "ZZZZ"]), "ZZZZ"),
+    "unknown ticker, strict": (_with(ticker=["AAPL", "AAPL", "ZZZZ", "ZZZZ"]), "ZZZZ"),   # the default accepts it (tests/test_user_data.py)
+    "hole in a column the ticker has": (_with(volume=[100.0, np.nan, 300.0, 0.0]), "non-finite volume for AAPL 2020-01-03"),
 }
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def store():
 def test_bad_input_clear_error_store_unchanged(store, case):
     df, msg = BAD[case]
     before = store.read("prices")
-    with pytest.raises((DataValidationError, KeyError)) as e: ingest_prices(store, df, case, cfg=Config())
+    with pytest.raises((DataValidationError, KeyError)) as e: ingest_prices(store, df, case, cfg=Config(), strict=True)
     assert msg in str(e.value), f"{case}: {e.value}"
     pd.testing.assert_frame_equal(store.read("prices"), before)
     _eq(store.read("sources").source.tolist(), ["good"])

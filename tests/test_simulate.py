@@ -56,7 +56,7 @@ def test_store_file_roundtrip(market, tmp_path):
 
 def test_universe_is_checked(market):
     with Store(":memory:") as st:
-        _fail(lambda: ingest_prices(st, market.prices, "sim", cfg=Config()), contains="unknown tickers")
+        _fail(lambda: ingest_prices(st, market.prices, "sim", cfg=Config(), strict=True), contains="unknown tickers")  # the default accepts them with a warning
         assert "prices" not in st.tables()  # nothing written
 
 
