@@ -111,7 +111,9 @@ class FoundationConfig(_Section):
     train_end: str = Field("2004-12-31", description="Last date whose label may be used to pretrain (walk-forward: pre-test years only).")
     epochs: int = Field(10, ge=1, description="Pretraining epochs (one epoch = every training date once).")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
-    dates_per_batch: int = Field(8, ge=1, description="Dates (cross-sections) per optimisation step.")
+    dates_per_batch: int = Field(8, ge=1, description="Consecutive training dates (cross-sections) per optimisation step; their windows share their days, each (stock, day) is encoded once per step.")
+    memory_gb: float = Field(6.0, gt=0, description="Memory a training step may use (GB) on CPU; on a GPU at least 80% of its memory. A step that would not fit recomputes its per-day encodings in the backward pass, then is split into micro-batches whose gradients accumulate.")
+    threads: int = Field(0, ge=0, description="Torch threads for pretraining and embedding (0: torch's default, every core). Several processes sharing the cores get one each by default.")
 
 class TwinConfig(_Section):
     "Digital twins: shape, fine-tuning and weekly retraining."
