@@ -21,7 +21,7 @@ from torch import Tensor
 from .checkpoint import (CheckpointError, artifact_stem, json_hash, load_artifact, payload_path, read_record, record_path,
                                     save_artifact)
 from .config import Config, REGIMES, load_config
-from .features import FEATURES, LIQUIDITY_UNKNOWN, N_LIQUIDITY_BUCKETS, FeaturePanel, compute_features, compute_labels
+from .features import FEATURES, LIQUIDITY_UNKNOWN, N_LIQUIDITY_BUCKETS, SOURCE_GROUPS, FeaturePanel, compute_features, compute_labels
 from .foundation import FoundationModel, FoundationSpec, param_table, pretrain_loss
 from .graph import DuckDBGraphStore, GraphStore, correlation_graph, to_pyg
 from .regime import market_regime
@@ -97,6 +97,10 @@ def _read_graphs(gstore: GraphStore, dates: pd.DatetimeIndex, tickers: list[str]
     graph_of = np.where(pos >= 0, remap[np.maximum(pos, 0)], -1)
     return graph_of.astype("int64"), graphs, list(stored[used])
 
+def _lacking(feats: pd.DataFrame) -> set:
+    "The source groups (volume, index) without a single value in `feats`: `FeaturePanel` counts their features as absent, not missing."
+    return {g for g, cols in SOURCE_GROUPS.items() if not feats[[c for c in cols if c in feats]].notna().any().any()}
+
 def build_cross_sections(prices: pd.DataFrame,           # canonical price table (every row <= the data cutoff)
                          index: pd.DataFrame | None,     # market index table, or None (market features, regime unknown)
                          cfg: Config,                    # sections universe, graph, regime, features
@@ -105,12 +109,16 @@ def build_cross_sections(prices: pd.DataFrame,           # canonical price table
                          sectors: Sequence[str] | None = None, # sector vocabulary (a checkpoint's); None: the config's
                          labels: bool = True,            # compute labels (False for inference)
                          feats: pd.DataFrame | None = None, # `compute_features` rows already at hand (the store's table); None computes them
+                         start=None,                     # first date of the arrays (earlier prices are history for the features only); None: all
                         ) -> CrossSections:
-    "Features, labels, liquidity, regimes, sectors and graphs of every date of `prices` as dense arrays."
+    "Features, labels, liquidity, regimes, sectors and graphs of every date of `prices` (from `start`) as dense arrays."
     if feats is None: feats = compute_features(prices, index)
     else:                                                          # point-in-time rows: those of the dates and stocks of `prices` only
         keys = prices[["date", "ticker"]]
         feats = keys.merge(feats, on=["date", "ticker"], how="left", validate="one_to_one")
+    if start is not None:
+        span = feats[feats["date"] >= pd.Timestamp(start)]
+        if len(span) and _lacking(span) == _lacking(feats): feats = span   # same validity rule (a source absent throughout) as the whole
     panel = FeaturePanel.from_frame(feats, feature_cols=tuple(features))
     lq = FeaturePanel.from_frame(feats, feature_cols=("liquidity_bucket",))
     liq = np.nan_to_num(lq.values[..., 0], nan=LIQUIDITY_UNKNOWN).astype("int64")   # [D, N]
@@ -127,9 +135,11 @@ def build_cross_sections(prices: pd.DataFrame,           # canonical price table
     lab = np.full(panel.values.shape[:2] + (3,), np.nan, dtype="float32")
     if labels:
         lf = compute_labels(prices, cfg.features.horizon)
-        lp = FeaturePanel.from_frame(lf, feature_cols=("y_ret", "y_dir", "y_vol"))
-        di, ti = panel.dates.get_indexer(lp.dates), [panel.tickers.index(t) for t in lp.tickers]
-        lab[np.ix_(di, ti)] = lp.values
+        lf = lf[(lf["date"] >= panel.dates[0]) & lf["ticker"].isin(panel.tickers)]
+        if len(lf):
+            lp = FeaturePanel.from_frame(lf, feature_cols=("y_ret", "y_dir", "y_vol"))
+            di, ti = panel.dates.get_indexer(lp.dates), [panel.tickers.index(t) for t in lp.tickers]
+            lab[np.ix_(di, ti)] = lp.values
     ensure_graphs(prices, cfg, gstore, until=panel.dates[-1])
     graph_of, graphs, gdates = _read_graphs(gstore, panel.dates, panel.tickers)
     return CrossSections(panel.dates, list(panel.tickers), tuple(features), panel.values, panel.valid, liq, reg, sid, sectors,
