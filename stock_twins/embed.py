@@ -14,7 +14,8 @@ from .config import Config, load_config
 from .features import compute_features
 from .foundation import FoundationModel, FoundationSpec
 from .graph import DuckDBGraphStore
-from .pretrain import MODEL_KEYS, REAL_FEATURES, SPAN_KEYS, CrossSections, DateDataset, build_cross_sections, collate_dates, pretrain, span_batch
+from .pretrain import (MODEL_KEYS, REAL_FEATURES, SPAN_KEYS, CrossSections, DateDataset, build_cross_sections, collate_dates,
+                                  pretrain, span_batch, torch_threads)
 from .schema import FOUNDATION_HEAD_COLUMNS, QUANTILE_COLUMNS, Forecaster, Panel, emb_columns, prediction_frame
 from .store import Store, atomic_write
 
@@ -147,7 +148,7 @@ def embed(model: FoundationModel,        # a trained (or loaded) foundation mode
         unknown = [t for t in tickers if t not in known]
         if unknown: raise KeyError(f"unknown tickers {unknown}: not in the prices")
     cs, days = _inputs_for(model, prices, index, dates, cfg, store, feats)
-    rows, o = _infer(model, cs, days, tickers, batch_dates, progress)
+    with torch_threads(cfg.foundation.threads): rows, o = _infer(model, cs, days, tickers, batch_dates, progress)
     named = _named_outputs(o, model.spec)
     heads = named[["exp_return", "hit_prob", "vol", *QUANTILE_COLUMNS]].set_axis(list(FOUNDATION_HEAD_COLUMNS), axis=1)
     out = pd.concat([rows, named[emb_columns(model.spec.embed_dim)], heads], axis=1)

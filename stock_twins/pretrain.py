@@ -30,7 +30,7 @@ from .store import Store
 # %% auto #0
 __all__ = ['REAL_FEATURES', 'MODEL_KEYS', 'SPAN_KEYS', 'CrossSections', 'ensure_graphs', 'build_cross_sections', 'fit_scaler',
            'DateDataset', 'collate_dates', 'span_batch', 'step_bytes', 'plan_step', 'StepDataset', 'memory_budget',
-           'torch_threads', 'pretrain', 'save_foundation', 'foundation_record', 'load_foundation']
+           'idle_cores', 'torch_threads', 'pretrain', 'save_foundation', 'foundation_record', 'load_foundation']
 
 # %% ../nbs/11_pretrain.ipynb #070cbf1b
 REAL_FEATURES: tuple[str, ...] = tuple(c for c in FEATURES if c != "liquidity_bucket")
@@ -370,11 +370,18 @@ def _quiet(on: bool = True):
 def _accelerator_is_cuda(accelerator) -> bool:
     return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
 
+def idle_cores() -> int:
+    "The cores other processes leave free: the core count minus the 1-minute load average, rounded, at least 1."
+    n = os.cpu_count() or 1
+    try: busy = os.getloadavg()[0]
+    except OSError: busy = 0.0
+    return max(1, min(n, int(n - busy + 0.5)))
+
 @contextlib.contextmanager
-def torch_threads(n: int):
-    "Run torch on `n` intra-op threads inside the block (0: leave the setting alone)."
+def torch_threads(n: int = 0):
+    "Run torch on `n` intra-op threads inside the block; 0: on `idle_cores()` (torch's threads slow down several-fold when they outnumber free cores)."
     old = torch.get_num_threads()
-    if n: torch.set_num_threads(n)
+    torch.set_num_threads(n or idle_cores())
     try: yield
     finally: torch.set_num_threads(old)
 
@@ -435,7 +442,8 @@ def pretrain(prices: pd.DataFrame,              # canonical price table (anythin
     t0 = time.time()
     with _quiet(not progress), torch_threads(f.threads):
         trainer = L.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
-                            precision="bf16-mixed" if cuda else "32-true", deterministic=True if not cuda else "warn",
+                            precision=f.precision if f.precision != "auto" else "bf16-mixed" if cuda else "32-true",
+                            deterministic=True if not cuda else "warn",
                             logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
                             callbacks=cbs, num_sanity_val_steps=0, log_every_n_steps=10)
         trainer.fit(task, mk(tr, True), mk(va, False) if len(va) else None)
