@@ -15,7 +15,8 @@ Run:
     python benchmarks/bench_foundation.py sim --threads 1 --max-steps 3    # 500 stocks x 756 days: s/step, projected epoch, peak RSS
     python benchmarks/bench_foundation.py sample --epochs 1 --stride 1     # a whole `pretrain` call on the sample to 2014-12-31
     python benchmarks/bench_foundation.py eval --hidden 64 --stride 5      # harness row vs baselines, train_end 2004-12-31
-    python benchmarks/bench_foundation.py compare --old /work/wt/old --sections step,embed,onedate --rounds 2 --threads 1
+    python benchmarks/bench_foundation.py compare --old /tmp/base --sections step,embed,onedate --rounds 2 --threads 1
+        (--old: a copy of the code before, e.g. `mkdir /tmp/base && git archive 9250e04 | tar -x -C /tmp/base`)
 Options: --threads N (torch threads; default torch's), --hidden H (TFT hidden size; default config's 256),
 --precision 32-true|bf16-mixed (training sections), --memory-gb G (step budget; default config's).
 """
@@ -238,7 +239,7 @@ def onedate(a):
     from stock_twins.pretrain import REAL_FEATURES, build_cross_sections, ensure_graphs
     from stock_twins.simulate import simulate_market
     from stock_twins.store import Store
-    mk = simulate_market(a.stocks, 400, seed=0)
+    mk = simulate_market(a.stocks, 400, n_sectors=min(11, a.stocks), seed=0)
     cfg = mk.config(Config()).replace(data={"store": ":memory:"})
     feats = compute_features(mk.prices, mk.index)
     st = Store()
@@ -247,7 +248,7 @@ def onedate(a):
     spec = FoundationSpec.from_config(cfg, len(REAL_FEATURES), len(cfg.universe.sectors), **_spec_kw(a))
     model = _sample_model(cfg, cs, spec).eval()
     dates = np.sort(mk.prices.date.unique())[-(a.reps + 2):]
-    embed(model, mk.prices, mk.index, dates[:1], store=None, cfg=cfg, feats=feats)      # warm: loaded, imports done, cache filled
+    embed(model, mk.prices, mk.index, dates[:1], store=st, cfg=cfg, feats=feats)        # warm: loaded, imports done, cache filled
     twins = None
     try:
         from stock_twins.manager import TwinStack
@@ -262,7 +263,7 @@ def onedate(a):
     f_ts, t_ts = [], []
     for d in dates[1:]:
         t0 = time.perf_counter()
-        e = embed(model, mk.prices, mk.index, [d], store=None, cfg=cfg, feats=feats)
+        e = embed(model, mk.prices, mk.index, [d], store=st, cfg=cfg, feats=feats)
         t1 = time.perf_counter()
         if twins is not None: twins(torch.as_tensor(e[ecols].to_numpy(np.float32)), reg)
         t2 = time.perf_counter()
@@ -370,13 +371,14 @@ def main():
     p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     p.add_argument("--baselines", default="always_up,momentum_20,ridge,ewma_vol,empirical_q")
     p.add_argument("--out", default="reports/foundation_eval")
-    p.add_argument("--old", default="/work/wt/old")
+    p.add_argument("--old", default=None, help="compare: the code before (a checkout's root)")
     p.add_argument("--new", default=str(HERE))
     p.add_argument("--sections", default="step,embed,onedate")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", default=None, help="compare: also write the table as JSON here")
     a, rest = p.parse_known_args()
     if a.section == "compare":
+        if not a.old: p.error("compare needs --old: the root of a copy of the code before")
         argv = sys.argv[2:]
         drop = {"--old", "--new", "--sections", "--rounds", "--json"}
         keep = [x for i, x in enumerate(argv) if x not in drop and (i == 0 or argv[i - 1] not in drop)]

@@ -126,7 +126,7 @@ def _inputs_for(model: FoundationModel, prices, index, dates, cfg: Config, store
     start = cal[max(0, min(cal.searchsorted(dates.min()), len(cal) - 1) - int(model.meta.get("lookback", model.spec.lookback)) + 1)]
     cs = build_cross_sections(p, i, cfg, DuckDBGraphStore(store if store is not None else Store()),
                               features=model.meta.get("features", REAL_FEATURES), sectors=model.meta.get("sectors"), labels=False,
-                              feats=None if feats is None else feats[feats["date"] <= end], start=start)
+                              feats=None if feats is None else feats[feats["date"] <= end], start=start, graph_start=dates.min())
     return cs, [cs.day(d) for d in dates]
 
 def embed(model: FoundationModel,        # a trained (or loaded) foundation model

@@ -110,6 +110,7 @@ def build_cross_sections(prices: pd.DataFrame,           # canonical price table
                          labels: bool = True,            # compute labels (False for inference)
                          feats: pd.DataFrame | None = None, # `compute_features` rows already at hand (the store's table); None computes them
                          start=None,                     # first date of the arrays (earlier prices are history for the features only); None: all
+                         graph_start=None,               # first date whose graph is read (graph_of is -1 before); None: every date
                         ) -> CrossSections:
     "Features, labels, liquidity, regimes, sectors and graphs of every date of `prices` (from `start`) as dense arrays."
     if feats is None: feats = compute_features(prices, index)
@@ -141,7 +142,9 @@ def build_cross_sections(prices: pd.DataFrame,           # canonical price table
             di, ti = panel.dates.get_indexer(lp.dates), [panel.tickers.index(t) for t in lp.tickers]
             lab[np.ix_(di, ti)] = lp.values
     ensure_graphs(prices, cfg, gstore, until=panel.dates[-1])
-    graph_of, graphs, gdates = _read_graphs(gstore, panel.dates, panel.tickers)
+    need = panel.dates >= pd.Timestamp(graph_start) if graph_start is not None else np.ones(len(panel.dates), dtype=bool)
+    graph_of = np.full(len(panel.dates), -1, dtype="int64")
+    graph_of[need], graphs, gdates = _read_graphs(gstore, panel.dates[need], panel.tickers)
     return CrossSections(panel.dates, list(panel.tickers), tuple(features), panel.values, panel.valid, liq, reg, sid, sectors,
                          lab, graph_of, graphs, gdates)
 
