@@ -24,53 +24,65 @@ __all__ = ['DayCache', 'day_cache', 'embed', 'predict_heads', 'FoundationForecas
 
 # %% ../nbs/12_embed.ipynb #1f146742
 class DayCache:
-    "Per-day encodings of a frozen foundation, by what they depend on (sector, liquidity bucket, traded?, the day's raw features), so a window ending on a new date costs one new day of encoding."
+    "Per-day encodings of a frozen foundation by (stock, date, sector, liquidity bucket), each stored with the raw day it encodes: a window ending on a new date costs one new day of encoding."
     def __init__(self, max_entries: int = 500_000): # at most this many stock-days (about 0.5 GB at hidden 256); when full it starts afresh
-        self.max_entries, self.index, self.rows, self.n, self.weights = max_entries, {}, None, 0, None
+        self.max_entries, self.weights = max_entries, None
         self.hits = self.misses = 0
+        self._clear()
 
-    def __repr__(self): return f"DayCache({len(self.index):,} stock-days, {self.hits:,} hits, {self.misses:,} misses)"
+    def _clear(self):
+        self.slot, self.n, self.enc, self.raw, self.ids = {}, 0, None, None, {}
+
+    def __repr__(self): return f"DayCache({len(self.slot):,} stock-days, {self.hits:,} hits, {self.misses:,} misses)"
 
     @staticmethod
     def _weights_id(model: FoundationModel) -> tuple:
         "Changes whenever a parameter or buffer of `model` is modified in place (training, `set_scaler`, `load_state_dict`)."
         return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
 
+    def _keys(self, tickers, days: np.ndarray, sector, liquidity) -> np.ndarray:
+        "One int64 per (row, day): stock, day number, sector, liquidity bucket. Shapes: -> [R, T]."
+        tid = np.array([self.ids.setdefault(t, len(self.ids)) for t in tickers], dtype="int64")   # [R]
+        return (((tid[:, None] * 1_000_000 + days[None, :]) * 64 + np.asarray(sector)[:, None]) * 16 + np.asarray(liquidity)[:, None])
+
     def encode(self, model: FoundationModel,
                x: np.ndarray,         # [R, T, F] raw features
                mask: np.ndarray,      # [R, T] bool
+               tickers,               # [R] the stock of each row
+               days: np.ndarray,      # [T] int64 codes of the columns' dates in 1..999,999 (0: padding before the first date)
                sector: np.ndarray,    # [R] sector id of each row
                liquidity: np.ndarray, # [R] liquidity bucket of each row
               ) -> Tensor:
-        "`model.encode_days` of every (row, day), computing only the stock-days not seen before. Shapes: -> [R, T, H]."
-        if self.weights != self._weights_id(model): self.index, self.rows, self.n, self.weights = {}, None, 0, self._weights_id(model)
+        "`model.encode_days` of every (row, day), computing only the stock-days not seen before with these very features. Shapes: -> [R, T, H]."
+        if self.weights != self._weights_id(model): self._clear(); self.weights = self._weights_id(model)
         R, T, nf = x.shape
-        H = model.spec.hidden
-        xb = np.ascontiguousarray(np.where(mask[..., None], x, 0)).view(f"V{4 * nf}")[..., 0]   # [R, T] the day's raw features as bytes
-        keys = [(int(sector[r]), int(liquidity[r]), bool(mask[r, t]), xb[r, t].tobytes() if mask[r, t] else b"")
-                for r in range(R) for t in range(T)]
-        pos = np.array([self.index.get(k, -1) for k in keys], dtype="int64")          # [R*T] slot in `rows`, -1 if new
-        new = np.flatnonzero(pos < 0)
+        keys = self._keys(tickers, days, sector, liquidity).ravel()                        # [N]
+        raw = np.concatenate([np.where(mask[..., None], x, 0).view("uint32"), mask[..., None].astype("uint32")], -1).reshape(R * T, nf + 1)
+        pos = np.fromiter((self.slot.get(k, -1) for k in keys.tolist()), dtype="int64", count=len(keys))
+        hit = pos >= 0
+        if hit.any(): hit[hit] = (self.raw[pos[hit]] == raw[hit]).all(1)                     # the same day's features as stored
+        new = np.flatnonzero(~hit)
         self.hits, self.misses = self.hits + len(keys) - len(new), self.misses + len(new)
         if len(new):
-            first = {}
-            for j in new: first.setdefault(keys[j], j)                                # a stock-day seen twice is encoded once
-            uniq, at = list(first), np.fromiter(first.values(), dtype="int64", count=len(first))   # [n] flat (row, day) of each
-            r, t = at // T, at % T
+            new = new[np.unique(keys[new], return_index=True)[1]]                              # a stock-day asked twice: once
+            r, t = new // T, new % T
             dev = next(model.parameters()).device
             enc = model.encode_days(torch.from_numpy(x[r, t][:, None]).to(dev), torch.from_numpy(mask[r, t][:, None]).to(dev),
-                                    torch.from_numpy(sector[r]).to(dev), torch.from_numpy(liquidity[r]).to(dev))[:, 0]   # [n, H]
-            if self.rows is None or self.n + len(uniq) > len(self.rows):
-                if self.n + len(uniq) > self.max_entries: self.index, self.n = {}, 0     # full: start afresh
-                cap = min(self.max_entries, max(2 * (self.n + len(uniq)), 4096))
-                grown = torch.empty(max(cap, self.n + len(uniq)), H, dtype=enc.dtype, device=enc.device)
-                if self.rows is not None and self.n: grown[:self.n] = self.rows[:self.n]
-                self.rows = grown
-            self.rows[self.n:self.n + len(uniq)] = enc
-            self.index.update({k: self.n + i for i, k in enumerate(uniq)})
-            self.n += len(uniq)
-            pos = np.array([self.index[k] for k in keys], dtype="int64")
-        return self.rows[torch.from_numpy(pos)].view(R, T, H)
+                                    torch.from_numpy(np.asarray(sector)[r]).to(dev), torch.from_numpy(np.asarray(liquidity)[r]).to(dev))[:, 0]   # [n, H]
+            if self.n + len(new) > self.max_entries: self._clear()                              # full: start afresh
+            if self.enc is None or self.n + len(new) > len(self.enc):                             # grow the store
+                cap = min(self.max_entries, max(2 * (self.n + len(new)), 4096))
+                cap = max(cap, self.n + len(new))
+                enc_, raw_ = torch.empty(cap, enc.shape[1], dtype=enc.dtype, device=enc.device), np.empty((cap, nf + 1), "uint32")
+                if self.n: enc_[:self.n], raw_[:self.n] = self.enc[:self.n], self.raw[:self.n]
+                self.enc, self.raw = enc_, raw_
+            at = np.arange(self.n, self.n + len(new))
+            self.enc[torch.from_numpy(at)] = enc
+            self.raw[at] = raw[new]
+            self.slot.update(zip(keys[new].tolist(), at.tolist()))
+            self.n += len(new)
+            pos = np.fromiter((self.slot[k] for k in keys.tolist()), dtype="int64", count=len(keys))
+        return self.enc[torch.from_numpy(pos)].view(R, T, -1)
 
 def day_cache(model: FoundationModel) -> DayCache:
     "The model's `DayCache` (one per model object, for the life of the process)."
@@ -88,14 +100,20 @@ def _infer(model: FoundationModel, cs: CrossSections, days: Sequence[int], ticke
     days = np.unique(np.asarray(days, dtype="int64"))
     per = max(1, min(batch_dates, _MAX_WINDOWS // max(1, len(cs.tickers))))          # dates per forward
     cache, keys, outs = day_cache(model), [], []
+    day_numbers = cs.dates.values.astype("datetime64[D]").astype("int64") + 500_000          # [D] days since 1970, shifted positive
+    tickers_all = np.array(cs.tickers, dtype=object)
     model.eval()
     dev = next(model.parameters()).device
     with torch.inference_mode():
         for i in tqdm(range(0, len(days), per), disable=not progress, desc="embed"):
             b = span_batch(cs, days[i:i + per], L)   # always the whole cross-section: a stock's embedding depends on its graph neighbours
             if len(b["rows"]) == 0: continue
-            first = np.unique(b["rows"].numpy(), return_index=True)[1]             # a window of each row: its sector and bucket
-            enc = cache.encode(model, b["x"].numpy(), b["mask"].numpy(), b["sector"].numpy()[first], b["liquidity"].numpy()[first])
+            first = np.unique(b["rows"].numpy(), return_index=True)[1]             # a window of each row: its stock, sector, bucket
+            t0 = int(b["day"].min()) - L + 1                                       # the span's first day (negative: padding)
+            pos = np.arange(t0, t0 + b["x"].shape[1])
+            codes = np.where(pos >= 0, day_numbers[np.clip(pos, 0, None)], 0)    # [T] day codes, 0 for the padding
+            enc = cache.encode(model, b["x"].numpy(), b["mask"].numpy(), tickers_all[b["node"].numpy()[first]], codes,
+                               b["sector"].numpy()[first], b["liquidity"].numpy()[first])
             o = model(**{k: b[k].to(dev) for k in SPAN_KEYS}, lookback=L, days=enc)
             outs.append(torch.cat([o["embedding"], o["ret"][:, None], o["hit_prob"][:, None], o["vol"][:, None], o["quantiles"]], 1).float().cpu())
             keys.append(np.stack([b["day"].numpy(), b["node"].numpy()], 1))

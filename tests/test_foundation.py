@@ -7,7 +7,9 @@
   masked days stay invisible with them; the parameter count per part is printed by the benchmark (about 5M);
 - no lookahead: `pretrain(train_end=X)` gives bit-identical weights when every price after X is changed (and
   different weights when a price before X is changed, so the test can fail);
-- `embed` writes one row per (date, ticker) asked to the store's `embeddings` table, in a DuckDB file on disk.
+- `embed` writes one row per (date, ticker) asked to the store's `embeddings` table, in a DuckDB file on disk;
+- on the real sample at the default size, span batches (each stock-day encoded once, the closed-form variable selection)
+  give what stacked windows through pytorch-forecasting's own `VariableSelectionNetwork` give.
 """
 import json
 import pickle
