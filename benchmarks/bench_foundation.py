@@ -110,10 +110,11 @@ def _train_step(model, opt, cs, block, spec, cfg, a):
     "One optimisation step over the dates `block`, as `pretrain`'s training step does it in this code."
     from stock_twins.foundation import pretrain_loss
     from stock_twins.pretrain import DateDataset, MODEL_KEYS, collate_dates
-    bf16 = a.precision == "bf16-mixed"
+    dev = next(model.parameters()).device
+    bf16 = a.precision == "bf16-mixed" or (a.precision == "auto" and dev.type == "cuda")
     if _shared():
         from stock_twins.pretrain import SPAN_KEYS, memory_budget, plan_step
-        parts = plan_step(cs, block, spec, memory_budget(cfg))
+        parts = plan_step(cs, block, spec, memory_budget(cfg, dev.type == "cuda"))
         keys = SPAN_KEYS
     else:
         parts, keys = [collate_dates([DateDataset(cs, [d], spec.lookback)[0] for d in block])], MODEL_KEYS
@@ -122,23 +123,27 @@ def _train_step(model, opt, cs, block, spec, cfg, a):
     opt.zero_grad()
     for p in parts:
         kw = {"recompute": p["recompute"]} if p["recompute"] else {}
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        p = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in p.items()}
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(**{k: p[k] for k in keys}, **kw)
         y = p["y"]
         loss = pretrain_loss(out, y[:, 0], y[:, 1], y[:, 2], p["keep"], spec.quantiles, float(model.heads.ret_scale))["loss"]
         (loss * int(p["keep"].sum()) / n).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
+    if dev.type == "cuda": torch.cuda.synchronize()
     return len(parts)
 
 
 def _val_step(model, cs, block, spec, cfg):
     from stock_twins.pretrain import DateDataset, MODEL_KEYS, collate_dates
+    dev = next(model.parameters()).device
     with torch.no_grad():
         if _shared():
             from stock_twins.pretrain import SPAN_KEYS, memory_budget, plan_step
-            for p in plan_step(cs, block, spec, memory_budget(cfg)): model(**{k: p[k] for k in SPAN_KEYS})
-        else: model(**{k: v for k, v in collate_dates([DateDataset(cs, [d], spec.lookback)[0] for d in block]).items() if k in MODEL_KEYS})
+            for p in plan_step(cs, block, spec, memory_budget(cfg, dev.type == "cuda")): model(**{k: p[k].to(dev) for k in SPAN_KEYS})
+        else: model(**{k: v.to(dev) for k, v in collate_dates([DateDataset(cs, [d], spec.lookback)[0] for d in block]).items() if k in MODEL_KEYS})
+        if dev.type == "cuda": torch.cuda.synchronize()
 
 
 def _step_and_epoch(a, cfg, prices, index, label: str, stride: int):
@@ -151,7 +156,7 @@ def _step_and_epoch(a, cfg, prices, index, label: str, stride: int):
     cs = build_cross_sections(prices, index, cfg, DuckDBGraphStore(Store()))
     t_cs = time.perf_counter() - t0
     spec = FoundationSpec.from_config(cfg, len(REAL_FEATURES), len(cs.sectors), **_spec_kw(a))
-    model = _sample_model(cfg, cs, spec).train()
+    model = _sample_model(cfg, cs, spec).train().to("cuda" if torch.cuda.is_available() else "cpu")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     tr, va = _split_days(cs, cfg.features.horizon)
     tr, va = tr[::-1][::stride][::-1], va[::-1][::stride][::-1]
@@ -301,7 +306,7 @@ def sample(a):
     from stock_twins.pretrain import REAL_FEATURES, pretrain
     from stock_twins.store import Store
     cfg = _cfg(a, load_config().replace(data={"store": ":memory:"}))
-    if a.precision != "32-true" and "precision" in type(cfg.foundation).model_fields: cfg = cfg.replace(foundation={"precision": a.precision})
+    if a.precision != "auto" and "precision" in type(cfg.foundation).model_fields: cfg = cfg.replace(foundation={"precision": a.precision})
     prices, index = load_sample(cfg), load_sample_index(cfg)
     spec = FoundationSpec.from_config(cfg, len(REAL_FEATURES), len(cfg.universe.sectors), **_spec_kw(a))
     t0 = time.perf_counter()
@@ -368,7 +373,7 @@ def main():
     p.add_argument("--max-steps", type=int, default=-1)
     p.add_argument("--dates-per-batch", type=int, default=None)
     p.add_argument("--memory-gb", type=float, default=None)
-    p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    p.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"], help="auto: bf16 autocast on a GPU, float32 on CPU")
     p.add_argument("--baselines", default="always_up,momentum_20,ridge,ewma_vol,empirical_q")
     p.add_argument("--out", default="reports/foundation_eval")
     p.add_argument("--old", default=None, help="compare: the code before (a checkout's root)")
