@@ -117,7 +117,10 @@ class FoundationConfig(_Section):
     train_end: str = Field("2004-12-31", description="Last date whose label may be used to pretrain (walk-forward: pre-test years only).")
     epochs: int = Field(10, ge=1, description="Pretraining epochs (one epoch = every training date once).")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
-    dates_per_batch: int = Field(8, ge=1, description="Dates (cross-sections) per optimisation step.")
+    dates_per_batch: int = Field(8, ge=1, description="Consecutive training dates (cross-sections) per optimisation step; their windows share their days, each (stock, day) is encoded once per step.")
+    memory_gb: float = Field(6.0, gt=0, description="Memory a training step may use (GB) on CPU; on a GPU at least 80% of its memory. A step that would not fit recomputes its per-day encodings in the backward pass, then is split into micro-batches whose gradients accumulate.")
+    threads: int = Field(0, ge=0, description="Torch threads for pretraining and embedding; 0: the cores the machine leaves idle (core count minus the 1-minute load average, at least 1), since threads outnumbering free cores slow torch down several-fold. Several training processes sharing the cores get an equal share each.")
+    precision: Literal["auto", "32-true", "bf16-mixed"] = Field("auto", description="Training precision: 'auto' is bf16 autocast on a GPU and float32 on CPU; 'bf16-mixed' on a CPU with AMX or AVX512-BF16 about halves the step time (embedding stays float32).")
 
 class TwinConfig(_Section):
     "Digital twins: shape, fine-tuning and weekly retraining."
@@ -164,10 +167,10 @@ class EvaluationConfig(_Section):
     out_dir: str = Field("reports/evaluation", description="Where the evaluation report and predictions are written.")
 
 class MainConfig(_Section):
-    "The main job (`stock-twins main`): a small foundation that pretrains in minutes on CPU, twins, fallback, a ranked table."
-    hidden: int = Field(64, ge=8, description="TFT hidden size of the main job's foundation (the full-size model is `stock-twins pretrain`).")
+    "The main job (`stock-twins main`): a design-size foundation pretrained in minutes on CPU, twins, fallback, a ranked table."
+    hidden: int = Field(256, ge=8, description="TFT hidden size of the main job's foundation (256 = the design's 4.9M-parameter model; 64 pretrains about 2.5x faster).")
     tiny: bool = Field(False, description="Use the tiny foundation spec instead (smoke runs and tests).")
-    epochs: int = Field(3, ge=1, description="Pretraining epochs of the main job's foundation.")
+    epochs: int = Field(2, ge=1, description="Pretraining epochs of the main job's foundation (the best validation epoch is kept).")
     date_stride: int = Field(5, ge=1, description="Pretrain on every n-th date (consecutive 5-day labels overlap anyway).")
     train_years: float = Field(6.0, gt=0, description="Years of labels before the latest date that pretrain the foundation (older days still feed its windows).")
     embed_days: int = Field(150, ge=20, description="Trading days up to the latest date that are embedded for the twins (they fine-tune on `twins.window_months`).")

@@ -9,33 +9,114 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 from .config import Config, load_config
+from .features import compute_features
 from .foundation import FoundationModel, FoundationSpec
 from .graph import DuckDBGraphStore
-from .pretrain import MODEL_KEYS, REAL_FEATURES, CrossSections, DateDataset, build_cross_sections, collate_dates, pretrain
+from .pretrain import (MODEL_KEYS, REAL_FEATURES, SPAN_KEYS, CrossSections, DateDataset, build_cross_sections, collate_dates,
+                                  pretrain, span_batch, torch_threads)
 from .schema import FOUNDATION_HEAD_COLUMNS, QUANTILE_COLUMNS, Forecaster, Panel, emb_columns, prediction_frame
 from .store import Store, atomic_write
 
 # %% auto #0
-__all__ = ['embed', 'predict_heads', 'FoundationForecaster', 'FoundationProbe']
+__all__ = ['DayCache', 'day_cache', 'embed', 'predict_heads', 'FoundationForecaster', 'FoundationProbe']
 
 # %% ../nbs/12_embed.ipynb #1f146742
+class DayCache:
+    "Per-day encodings of a frozen foundation by (stock, date, sector, liquidity bucket), each stored with the raw day it encodes: a window ending on a new date costs one new day of encoding."
+    def __init__(self, max_entries: int = 500_000): # at most this many stock-days (about 0.5 GB at hidden 256); when full it starts afresh
+        self.max_entries, self.weights = max_entries, None
+        self.hits = self.misses = 0
+        self._clear()
+
+    def _clear(self):
+        self.slot, self.n, self.enc, self.raw, self.ids = {}, 0, None, None, {}
+
+    def __repr__(self): return f"DayCache({len(self.slot):,} stock-days, {self.hits:,} hits, {self.misses:,} misses)"
+
+    @staticmethod
+    def _weights_id(model: FoundationModel) -> tuple:
+        "Changes whenever a parameter or buffer of `model` is modified in place (training, `set_scaler`, `load_state_dict`)."
+        return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
+
+    def _keys(self, tickers, days: np.ndarray, sector, liquidity) -> np.ndarray:
+        "One int64 per (row, day): stock, day number, sector, liquidity bucket. Shapes: -> [R, T]."
+        tid = np.array([self.ids.setdefault(t, len(self.ids)) for t in tickers], dtype="int64")   # [R]
+        return (((tid[:, None] * 1_000_000 + days[None, :]) * 64 + np.asarray(sector)[:, None]) * 16 + np.asarray(liquidity)[:, None])
+
+    def encode(self, model: FoundationModel,
+               x: np.ndarray,         # [R, T, F] raw features
+               mask: np.ndarray,      # [R, T] bool
+               tickers,               # [R] the stock of each row
+               days: np.ndarray,      # [T] int64 codes of the columns' dates in 1..999,999 (0: padding before the first date)
+               sector: np.ndarray,    # [R] sector id of each row
+               liquidity: np.ndarray, # [R] liquidity bucket of each row
+              ) -> Tensor:
+        "`model.encode_days` of every (row, day), computing only the stock-days not seen before with these very features. Shapes: -> [R, T, H]."
+        if self.weights != self._weights_id(model): self._clear(); self.weights = self._weights_id(model)
+        R, T, nf = x.shape
+        keys = self._keys(tickers, days, sector, liquidity).ravel()                        # [N]
+        raw = np.concatenate([np.where(mask[..., None], x, 0).view("uint32"), mask[..., None].astype("uint32")], -1).reshape(R * T, nf + 1)
+        pos = np.fromiter((self.slot.get(k, -1) for k in keys.tolist()), dtype="int64", count=len(keys))
+        hit = pos >= 0
+        if hit.any(): hit[hit] = (self.raw[pos[hit]] == raw[hit]).all(1)                     # the same day's features as stored
+        new = np.flatnonzero(~hit)
+        self.hits, self.misses = self.hits + len(keys) - len(new), self.misses + len(new)
+        if len(new):
+            new = new[np.unique(keys[new], return_index=True)[1]]                              # a stock-day asked twice: once
+            r, t = new // T, new % T
+            dev = next(model.parameters()).device
+            enc = model.encode_days(torch.from_numpy(x[r, t][:, None]).to(dev), torch.from_numpy(mask[r, t][:, None]).to(dev),
+                                    torch.from_numpy(np.asarray(sector)[r]).to(dev), torch.from_numpy(np.asarray(liquidity)[r]).to(dev))[:, 0]   # [n, H]
+            if self.n + len(new) > self.max_entries: self._clear()                              # full: start afresh
+            if self.enc is None or self.n + len(new) > len(self.enc):                             # grow the store
+                cap = min(self.max_entries, max(2 * (self.n + len(new)), 4096))
+                cap = max(cap, self.n + len(new))
+                enc_, raw_ = torch.empty(cap, enc.shape[1], dtype=enc.dtype, device=enc.device), np.empty((cap, nf + 1), "uint32")
+                if self.n: enc_[:self.n], raw_[:self.n] = self.enc[:self.n], self.raw[:self.n]
+                self.enc, self.raw = enc_, raw_
+            at = np.arange(self.n, self.n + len(new))
+            self.enc[torch.from_numpy(at)] = enc
+            self.raw[at] = raw[new]
+            self.slot.update(zip(keys[new].tolist(), at.tolist()))
+            self.n += len(new)
+            pos = np.fromiter((self.slot[k] for k in keys.tolist()), dtype="int64", count=len(keys))
+        return self.enc[torch.from_numpy(pos)].view(R, T, -1)
+
+def day_cache(model: FoundationModel) -> DayCache:
+    "The model's `DayCache` (one per model object, for the life of the process)."
+    c = getattr(model, "_day_cache", None)
+    if c is None: c = model._day_cache = DayCache()
+    return c
+
+_MAX_WINDOWS = 4096   # windows per forward pass when embedding (bounds memory; dates are never split)
+
 def _infer(model: FoundationModel, cs: CrossSections, days: Sequence[int], tickers: Sequence[str] | None,
            batch_dates: int, progress: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
-    "Run the frozen model over `days`; rows [date, ticker] and the outputs [R, E + 8] (embedding, ret, hit_prob, vol, quantiles...)."
+    "Run the frozen model over `days`; rows [date, ticker] and the outputs [R, E + 6] (embedding, ret, hit_prob, vol, quantiles...)."
     from tqdm.auto import tqdm
     L = int(model.meta.get("lookback", model.spec.lookback))
-    ds = DateDataset(cs, days, L)   # always the whole cross-section: a stock's embedding depends on its graph neighbours
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch_dates, collate_fn=collate_dates, num_workers=0)
-    keys, outs = [], []
+    days = np.unique(np.asarray(days, dtype="int64"))
+    per = max(1, min(batch_dates, _MAX_WINDOWS // max(1, len(cs.tickers))))          # dates per forward
+    cache, keys, outs = day_cache(model), [], []
+    day_numbers = cs.dates.values.astype("datetime64[D]").astype("int64") + 500_000          # [D] days since 1970, shifted positive
+    tickers_all = np.array(cs.tickers, dtype=object)
     model.eval()
     dev = next(model.parameters()).device
     with torch.inference_mode():
-        for batch in tqdm(dl, disable=not progress, desc="embed"):
-            if len(batch["x"]) == 0: continue
-            o = model(**{k: batch[k].to(dev) for k in MODEL_KEYS})
+        for i in tqdm(range(0, len(days), per), disable=not progress, desc="embed"):
+            b = span_batch(cs, days[i:i + per], L)   # always the whole cross-section: a stock's embedding depends on its graph neighbours
+            if len(b["rows"]) == 0: continue
+            first = np.unique(b["rows"].numpy(), return_index=True)[1]             # a window of each row: its stock, sector, bucket
+            t0 = int(b["day"].min()) - L + 1                                       # the span's first day (negative: padding)
+            pos = np.arange(t0, t0 + b["x"].shape[1])
+            codes = np.where(pos >= 0, day_numbers[np.clip(pos, 0, None)], 0)    # [T] day codes, 0 for the padding
+            enc = cache.encode(model, b["x"].numpy(), b["mask"].numpy(), tickers_all[b["node"].numpy()[first]], codes,
+                               b["sector"].numpy()[first], b["liquidity"].numpy()[first])
+            o = model(**{k: b[k].to(dev) for k in SPAN_KEYS}, lookback=L, days=enc)
             outs.append(torch.cat([o["embedding"], o["ret"][:, None], o["hit_prob"][:, None], o["vol"][:, None], o["quantiles"]], 1).float().cpu())
-            keys.append(np.stack([batch["day"].numpy(), batch["node"].numpy()], 1))
+            keys.append(np.stack([b["day"].numpy(), b["node"].numpy()], 1))
     if not outs: return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "ticker": pd.Series(dtype=object)}), np.zeros((0, model.spec.embed_dim + 6))
     k, o = np.concatenate(keys), torch.cat(outs).numpy()
     rows = pd.DataFrame({"date": cs.dates[k[:, 0]], "ticker": np.array(cs.tickers, dtype=object)[k[:, 1]]})
@@ -53,15 +134,17 @@ def _named_outputs(o: np.ndarray, spec: FoundationSpec) -> pd.DataFrame:
     return pd.DataFrame(d)
 
 def _inputs_for(model: FoundationModel, prices, index, dates, cfg: Config, store: Store | None, feats: pd.DataFrame | None = None):
-    "Cross-sections up to the last of `dates`, with the checkpoint's features and sectors, and the positions of `dates`."
+    "Cross-sections over the days the windows of `dates` span (the lookback before the first, up to the last), with the checkpoint's features and sectors, and the positions of `dates`."
     dates = pd.DatetimeIndex(pd.to_datetime(list(dates) if not isinstance(dates, (str, pd.Timestamp)) else [dates])).normalize()
     if len(dates) == 0: raise ValueError("no dates to embed")
     end = dates.max()
     p = prices[prices["date"] <= end]
     i = index[index["date"] <= end] if index is not None else None
+    cal = pd.DatetimeIndex(np.sort(p["date"].unique()))
+    start = cal[max(0, min(cal.searchsorted(dates.min()), len(cal) - 1) - int(model.meta.get("lookback", model.spec.lookback)) + 1)]
     cs = build_cross_sections(p, i, cfg, DuckDBGraphStore(store if store is not None else Store()),
                               features=model.meta.get("features", REAL_FEATURES), sectors=model.meta.get("sectors"), labels=False,
-                              feats=None if feats is None else feats[feats["date"] <= end])
+                              feats=None if feats is None else feats[feats["date"] <= end], start=start, graph_start=dates.min())
     return cs, [cs.day(d) for d in dates]
 
 def embed(model: FoundationModel,        # a trained (or loaded) foundation model
@@ -78,11 +161,12 @@ def embed(model: FoundationModel,        # a trained (or loaded) foundation mode
          ) -> pd.DataFrame:
     "Frozen universal embeddings and the heads' forecasts: DataFrame[date, ticker, e0..e{E-1}, FOUNDATION_HEAD_COLUMNS, foundation_hash], also stored in the 'embeddings' table."
     cfg = cfg or load_config()
-    cs, days = _inputs_for(model, prices, index, dates, cfg, store, feats)
     if tickers is not None:
-        unknown = [t for t in tickers if t not in cs.tickers]
+        known = set(prices["ticker"].unique())
+        unknown = [t for t in tickers if t not in known]
         if unknown: raise KeyError(f"unknown tickers {unknown}: not in the prices")
-    rows, o = _infer(model, cs, days, tickers, batch_dates, progress)
+    cs, days = _inputs_for(model, prices, index, dates, cfg, store, feats)
+    with torch_threads(cfg.foundation.threads): rows, o = _infer(model, cs, days, tickers, batch_dates, progress)
     named = _named_outputs(o, model.spec)
     heads = named[["exp_return", "hit_prob", "vol", *QUANTILE_COLUMNS]].set_axis(list(FOUNDATION_HEAD_COLUMNS), axis=1)
     out = pd.concat([rows, named[emb_columns(model.spec.embed_dim)], heads], axis=1)
@@ -118,7 +202,12 @@ class FoundationForecaster(Forecaster):
                 ):
         self.prices, self.index, self.cfg, self.refit, self.model = prices, index, cfg or load_config(), refit, model
         self.batch_dates, self.kw = batch_dates, {"checkpoint_dir": False, "progress": False, **pretrain_kw}
-        self._store, self._cache = Store(), {}
+        self._store, self._cache, self._feats = Store(), {}, None
+
+    def _features(self) -> pd.DataFrame:
+        "Features of every price, computed once: they are point-in-time (a row at t reads prices up to t only), so the rows up to a panel's end are those computed from prices cut there."
+        if self._feats is None: self._feats = compute_features(self.prices, self.index)
+        return self._feats
 
     def fit(self, train: Panel) -> FoundationForecaster:
         if self.model is not None and not self.refit:
@@ -126,7 +215,7 @@ class FoundationForecaster(Forecaster):
                 raise ValueError(f"{self.name}: the model was trained up to {self.model.meta['train_end']}, after this split's "
                                  f"training end {train.end:%Y-%m-%d} (lookahead)")
             return self
-        self.model, _ = pretrain(self.prices, self.index, self.cfg, train_end=train.end, store=self._store, **self.kw)
+        self.model, _ = pretrain(self.prices, self.index, self.cfg, train_end=train.end, store=self._store, **{"feats": self._features(), **self.kw})
         self._cache = {}
         return self
 
@@ -138,7 +227,7 @@ class FoundationForecaster(Forecaster):
         if need:
             p = self.prices[self.prices["date"] <= panel.end]
             i = self.index[self.index["date"] <= panel.end] if self.index is not None else None
-            cs, days = _inputs_for(self.model, p, i, need, self.cfg, self._store)
+            cs, days = _inputs_for(self.model, p, i, need, self.cfg, self._store, self._features())
             r, o = _infer(self.model, cs, days, None, self.batch_dates)
             out = pd.concat([r, _named_outputs(o, self.model.spec)], axis=1)
             for d, g in out.groupby("date"): self._cache[pd.Timestamp(d)] = g

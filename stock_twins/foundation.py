@@ -113,6 +113,27 @@ def _tft():
     mod = importlib.util.module_from_spec(s); s.loader.exec_module(mod)
     return mod
 
+@functools.cache
+def _interp_matrix(n_in: int, n_out: int) -> Tensor:
+    "`F.interpolate(mode='linear', align_corners=True)` from `n_in` to `n_out` points as a matrix. Shapes: -> [n_in, n_out]."
+    with torch.inference_mode(False), torch.no_grad():                      # a plain tensor, even when first asked under inference mode
+        return F.interpolate(torch.eye(n_in).unsqueeze(1), n_out, mode="linear", align_corners=True).squeeze(1)
+
+def _skip(grn: nn.Module,       # a single-variable `GatedResidualNetwork` of the VSN
+          prescaler: nn.Linear, # its `Linear(1, var_dim)` prescaler
+          s: Tensor,            # [N] the scaled feature
+          e: Tensor,            # [N, var_dim] the prescaled feature, prescaler(s)
+         ) -> Tensor:
+    "The GRN's skip connection, `ResampleNorm(prescaler(s))`, in closed form (one [N, 2] x [2, H] product). Shapes: -> [N, H]."
+    if not hasattr(grn, "resample_norm"): return e                           # var_dim == hidden: the GRN adds its input as it is
+    rn = grn.resample_norm
+    M = _interp_matrix(e.shape[-1], rn.output_size).to(e.device, e.dtype)   # [var_dim, H]
+    gate = rn.gate(rn.mask) * 2.0 if rn.trainable_add else torch.ones(rn.output_size, device=e.device, dtype=e.dtype)
+    u, v = (prescaler.weight[:, 0] @ M) * gate, (prescaler.bias @ M) * gate  # [H]: the resampled, gated input is s*u + v
+    a, b = u - u.mean(), v - v.mean()                                        # [H]: ... minus its mean over H is s*a + b
+    inv = torch.rsqrt(s * s * (a * a).mean() + 2 * s * (a * b).mean() + (b * b).mean() + rn.norm.eps)   # [N]: 1 / its std over H
+    return torch.addmm(rn.norm.bias, torch.stack([s * inv, inv], 1), torch.stack([a * rn.norm.weight, b * rn.norm.weight]))  # [N, H]
+
 class StaticCovariateEncoder(nn.Module):
     "TFT static covariate encoders: static variable selection, then four GRNs giving the context vectors."
     def __init__(self, spec: FoundationSpec):
@@ -173,32 +194,82 @@ class TemporalEncoder(nn.Module):
         x = ((x - self.center) / self.scale).clamp(-self.spec.clip, self.spec.clip)
         return torch.nan_to_num(x, nan=0.0) * mask.unsqueeze(-1)
 
-    def forward(self,
-                x: Tensor,      # [B, L, F] raw features (NaN allowed)
-                mask: Tensor,   # [B, L] bool, True where the stock traded that day
-                static: Tensor, # [B, S] static covariates: sector then liquidity embedding (the first S columns of `ContextEmbeddings`)
-               ) -> tuple[Tensor, Tensor, Tensor]:
-        "Temporal embedding of the last day, variable-selection weights and attention weights. Shapes: -> h [B, H], vsn [B, L, F], attn [B, heads, L]."
-        B, L, nf = x.shape
-        if nf != self.spec.n_features: raise ValueError(f"expected {self.spec.n_features} features, got {nf}")
-        if static.shape != (B, self.spec.static_dim):
-            raise ValueError(f"static covariates must be [B={B}, S={self.spec.static_dim}], got {list(static.shape)}")
+    def select_variables(self,
+                         x: Tensor,   # [R, T, F] scaled features
+                         c_s: Tensor, # [R, H] variable-selection context of each row
+                        ) -> tuple[Tensor, Tensor]:
+        "pytorch-forecasting's `VariableSelectionNetwork` with these weights, one feature at a time. Shapes: -> [R, T, H], weights [R, T, F]."
+        vsn, H = self.vsn, self.spec.hidden
+        R, T, nf = x.shape
+        s = x.reshape(R * T, nf)                                                   # [N, F]: N = R*T stock-days
+        e = [vsn.prescalers[n](s[:, i:i + 1]) for i, n in enumerate(self.names)]  # F x [N, var_dim]
+        if nf > 1: w = vsn.softmax(vsn.flattened_grn(torch.cat(e, -1).view(R, T, -1), c_s.unsqueeze(1))).reshape(R * T, nf)  # [N, F]
+        else: w = torch.ones_like(s)
+        out = 0
+        for i, n in enumerate(self.names):
+            g = vsn.single_variable_grns[n]
+            r = _skip(g, vsn.prescalers[n], s[:, i], e[i])                                            # [N, H]
+            a = g.gate_norm.glu.fc(g.gate_norm.glu.dropout(g.fc2(g.elu(g.fc1(e[i])))))               # [N, 2H]
+            nrm = g.gate_norm.add_norm.norm
+            z = F.layer_norm(torch.addcmul(r, a[:, :H], torch.sigmoid(a[:, H:])), (H,), nrm.weight, nrm.bias, nrm.eps)  # [N, H]
+            out = out + z * w[:, i:i + 1]                                                             # [N, H]
+        return out.view(R, T, H), w.view(R, T, nf)
+
+    def encode_days(self,
+                    x: Tensor,    # [R, T, F] raw features (NaN allowed)
+                    mask: Tensor, # [R, T] bool, True where the stock traded that day
+                    c_s: Tensor,  # [R, H] variable-selection context of each row (from `StaticCovariateEncoder`)
+                   ) -> tuple[Tensor, Tensor]:
+        "The per-day part: scaling, variable selection, the learned vector on days without trading. Shapes: -> [R, T, H], weights [R, T, F]."
         mask = mask.bool()
-        c_s, c_h, c_c, c_e, _ = self.static(static)                                # 4 x [B, H]
-        x = self.scale_inputs(x, mask)
-        emb, w = self.vsn({n: x[..., i:i + 1] for i, n in enumerate(self.names)},
-                          c_s.unsqueeze(1))                                        # [B, L, H], [B, L, 1, F]
-        vsn_w = w.squeeze(-2)                                                      # [B, L, F]
-        emb = torch.where(mask.unsqueeze(-1), emb, self.missing.to(emb.dtype))     # [B, L, H]
+        emb, w = self.select_variables(self.scale_inputs(x, mask), c_s)                              # [R, T, H], [R, T, F]
+        return torch.where(mask.unsqueeze(-1), emb, self.missing.to(emb.dtype)), w
+
+    def _encode_days_recomputed(self, x: Tensor, mask: Tensor, c_s: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+        "`encode_days` in chunks of about `chunk` stock-days whose activations are recomputed in the backward pass (activation checkpointing)."
+        from torch.utils.checkpoint import checkpoint
+        n = max(1, chunk // x.shape[1])                                            # rows per chunk
+        parts = [checkpoint(self.encode_days, x[i:i + n], mask[i:i + n], c_s[i:i + n], use_reentrant=False) for i in range(0, len(x), n)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def forward(self,
+                x: Tensor,                   # [R, T, F] raw features of R rows over T days (NaN allowed); with `rows` None, [B, L, F] windows
+                mask: Tensor,                # [R, T] bool, True where the stock traded that day
+                static: Tensor,              # [R, S] static covariates of each row: sector then liquidity embedding
+                rows: Tensor | None = None,  # [B] long, the row of each window; None: one window per row, over all its T days
+                ends: Tensor | None = None,  # [B] long, the position in T of each window's last day
+                lookback: int | None = None, # days per window when `rows` is given (default spec.lookback)
+                days: Tensor | None = None,  # [R, T, H] the `encode_days` output, already at hand (a cache); x is then not read
+                recompute: int = 0,          # training: recompute the per-day part in the backward pass, in chunks of this many stock-days (0: no)
+               ) -> tuple[Tensor, Tensor | None, Tensor]:
+        "Temporal embedding of each window's last day, its variable-selection and attention weights. Shapes: -> h [B, H], vsn [B, L, F] (None with `days`), attn [B, heads, L]."
+        R, T, nf = x.shape
+        if nf != self.spec.n_features: raise ValueError(f"expected {self.spec.n_features} features, got {nf}")
+        if static.shape != (R, self.spec.static_dim):
+            raise ValueError(f"static covariates must be [B={R}, S={self.spec.static_dim}], got {list(static.shape)}")
+        if rows is None: rows, ends, L = torch.arange(R, device=x.device), torch.full((R,), T - 1, device=x.device), T
+        else:
+            L = lookback or self.spec.lookback
+            if len(rows) and (int(ends.min()) < L - 1 or int(ends.max()) >= T or int(rows.min()) < 0 or int(rows.max()) >= R):
+                raise ValueError(f"windows must lie inside the {R} rows x {T} days given (a window ends at position >= {L - 1})")
+        mask = mask.bool()
+        c_s, c_h, c_c, c_e, _ = self.static(static)                                # 4 x [R, H], once per row
+        if days is not None: emb, vsn_w = days, None
+        elif recompute and torch.is_grad_enabled(): emb, vsn_w = self._encode_days_recomputed(x, mask, c_s, recompute)
+        else: emb, vsn_w = self.encode_days(x, mask, c_s)                          # [R, T, H], [R, T, F]: each stock-day once
+        idx = ends.unsqueeze(1) + torch.arange(1 - L, 1, device=x.device)         # [B, L] day positions of each window
+        r = rows.unsqueeze(1)                                                      # [B, 1]
+        emb, m = emb[r, idx], mask[r, idx]                                         # [B, L, H], [B, L]: gathered windows
+        c_h, c_c, c_e = c_h[rows], c_c[rows], c_e[rows]                            # 3 x [B, H]
         state = tuple(c.unsqueeze(0).expand(self.spec.lstm_layers, -1, -1).contiguous() for c in (c_h, c_c))  # 2 x [layers, B, H]
         out, _ = self.lstm(emb, state)                                             # [B, L, H]
         a = self.post_lstm(out, emb)                                               # [B, L, H]
         th = self.enrichment(a, c_e.unsqueeze(1))                                  # [B, L, H]
-        pad = ~mask.unsqueeze(1)                                                   # [B, 1, L] True = ignore
+        pad = ~m.unsqueeze(1)                                                      # [B, 1, L] True = ignore
         att, att_w = self.attn(th[:, -1:], th, th, mask=pad)                       # [B, 1, H], [B, 1, heads, L]
         y = self.post_attn(att, th[:, -1:])                                        # [B, 1, H]
         y = self.pre_output(self.ff(y), a[:, -1:])                                 # [B, 1, H]
-        return y.squeeze(1), vsn_w, att_w.squeeze(1)                               # [B, H], [B, L, F], [B, heads, L]
+        return y.squeeze(1), None if vsn_w is None else vsn_w[r, idx], att_w.squeeze(1)   # [B, H], [B, L, F], [B, heads, L]
 
 # %% ../nbs/10_foundation.ipynb #184657ea
 class GraphEncoder(nn.Module):
@@ -301,23 +372,54 @@ class FoundationModel(nn.Module):
     def __repr__(self): return f"FoundationModel({n_params(self):,} params, H={self.spec.hidden}, E={self.spec.embed_dim})"
 
     def forward(self,
-                x: Tensor,            # [B, L, F] raw features (NaN allowed)
-                mask: Tensor,         # [B, L] bool, True where the stock traded
+                x: Tensor,            # [B, L, F] raw features (NaN allowed); with `rows`, [R, T, F] rows of days the windows are cut from
+                mask: Tensor,         # [B, L] bool, True where the stock traded; with `rows`, [R, T]
                 edge_index: Tensor,   # [2, E] long, rows into the B stocks
                 edge_attr: Tensor,    # [E, 1] correlation weights
                 sector: Tensor,       # [B] long sector ids
                 liquidity: Tensor,    # [B] long liquidity buckets
                 regime: Tensor,       # [B] long market regime of each stock's date
                 explain: bool = False, # also return VSN, time-attention and graph-attention weights
+                rows: Tensor | None = None, # [B] long: window b is days ends[b]-L+1..ends[b] of row rows[b] (the windows of a row share its sector and liquidity)
+                ends: Tensor | None = None, # [B] long
+                lookback: int | None = None, # L when `rows` is given (default spec.lookback)
+                days: Tensor | None = None,  # [R, T, H] per-day encodings already at hand (see `encode_days`); x is then not read
+                recompute: int = 0,   # training: recompute the per-day part in the backward pass in chunks of this many stock-days (saves memory)
                ) -> dict[str, Tensor]:
         "Embedding and head outputs per stock. Shapes: -> embedding [B, E]; temporal [B, H]; graph [B, G]; heads as in `PretrainHeads`."
         c = self.context(sector, liquidity, regime)                                # [B, 64]: sector, liquidity, regime
-        h, vsn_w, att_w = self.temporal(x, mask, c[:, :self.spec.static_dim])      # static [B, 48] -> [B, H], [B, L, F], [B, heads, L]
+        S = self.spec.static_dim
+        static = c[:, :S] if rows is None else c[self._first_windows(rows, len(x), sector, liquidity), :S]   # [R, 48]
+        h, vsn_w, att_w = self.temporal(x, mask, static, rows, ends, lookback, days, recompute)  # [B, H], [B, L, F], [B, heads, L]
         g, gatt = self.graph(h, edge_index, edge_attr, return_attention=explain)   # [B, G]
         z = self.backbone(torch.cat([h, g, c], dim=-1))                            # [B, 448] -> [B, E]
         out = {"embedding": z, "temporal": h, "graph": g, **self.heads(z)}
-        if explain: out.update(vsn_weights=vsn_w, time_attention=att_w, graph_attention=gatt)
+        if explain:
+            if vsn_w is None: raise ValueError("explain needs the variable-selection weights: pass x, not precomputed days")
+            out.update(vsn_weights=vsn_w, time_attention=att_w, graph_attention=gatt)
         return out
+
+    @staticmethod
+    def _first_windows(rows: Tensor, R: int, sector: Tensor, liquidity: Tensor) -> Tensor:
+        "The first window of each of the R rows, checking that every row has one and that a row's windows share its static covariates. Shapes: -> [R]."
+        B = len(rows)
+        first = torch.full((R,), B, dtype=torch.long, device=rows.device).scatter_reduce(0, rows, torch.arange(B, device=rows.device), "amin")
+        if bool((first == B).any()): raise ValueError("every row of x needs at least one window")
+        if not (torch.equal(sector[first][rows], sector) and torch.equal(liquidity[first][rows], liquidity)):
+            raise ValueError("the windows of a row must share its sector and liquidity bucket (the TFT's static covariates)")
+        return first
+
+    def encode_days(self,
+                    x: Tensor,         # [R, T, F] raw features
+                    mask: Tensor,      # [R, T] bool
+                    sector: Tensor,    # [R] long
+                    liquidity: Tensor, # [R] long
+                   ) -> Tensor:
+        "The per-day encodings of R stocks over T days (what `forward` accepts as `days`): each depends on that day and the stock's static covariates only. Shapes: -> [R, T, H]."
+        regime = torch.full_like(sector, self.spec.n_regimes)                      # not a static covariate: any id will do
+        static = self.context(sector, liquidity, regime)[:, :self.spec.static_dim] # [R, 48]
+        return self.temporal.encode_days(x, mask, self.temporal.static(static)[0])[0]
+
 
 def n_params(module: nn.Module) -> int:
     "Number of trainable parameters."

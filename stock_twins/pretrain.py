@@ -21,15 +21,16 @@ from torch import Tensor
 from .checkpoint import (CheckpointError, artifact_stem, json_hash, load_artifact, payload_path, read_record, record_path,
                                     save_artifact)
 from .config import Config, REGIMES, load_config
-from .features import FEATURES, LIQUIDITY_UNKNOWN, N_LIQUIDITY_BUCKETS, FeaturePanel, compute_features, compute_labels
+from .features import FEATURES, LIQUIDITY_UNKNOWN, N_LIQUIDITY_BUCKETS, SOURCE_GROUPS, FeaturePanel, compute_features, compute_labels
 from .foundation import FoundationModel, FoundationSpec, param_table, pretrain_loss
 from .graph import DuckDBGraphStore, GraphStore, correlation_graph, to_pyg
 from .regime import market_regime
 from .store import Store
 
 # %% auto #0
-__all__ = ['REAL_FEATURES', 'MODEL_KEYS', 'CrossSections', 'ensure_graphs', 'build_cross_sections', 'fit_scaler', 'DateDataset',
-           'collate_dates', 'pretrain', 'save_foundation', 'foundation_record', 'load_foundation']
+__all__ = ['REAL_FEATURES', 'MODEL_KEYS', 'SPAN_KEYS', 'CrossSections', 'ensure_graphs', 'build_cross_sections', 'fit_scaler',
+           'DateDataset', 'collate_dates', 'span_batch', 'step_bytes', 'plan_step', 'StepDataset', 'memory_budget',
+           'idle_cores', 'torch_threads', 'pretrain', 'save_foundation', 'foundation_record', 'load_foundation']
 
 # %% ../nbs/11_pretrain.ipynb #070cbf1b
 REAL_FEATURES: tuple[str, ...] = tuple(c for c in FEATURES if c != "liquidity_bucket")
@@ -96,6 +97,10 @@ def _read_graphs(gstore: GraphStore, dates: pd.DatetimeIndex, tickers: list[str]
     graph_of = np.where(pos >= 0, remap[np.maximum(pos, 0)], -1)
     return graph_of.astype("int64"), graphs, list(stored[used])
 
+def _lacking(feats: pd.DataFrame) -> set:
+    "The source groups (volume, index) without a single value in `feats`: `FeaturePanel` counts their features as absent, not missing."
+    return {g for g, cols in SOURCE_GROUPS.items() if not feats[[c for c in cols if c in feats]].notna().any().any()}
+
 def build_cross_sections(prices: pd.DataFrame,           # canonical price table (every row <= the data cutoff)
                          index: pd.DataFrame | None,     # market index table, or None (market features, regime unknown)
                          cfg: Config,                    # sections universe, graph, regime, features
@@ -104,12 +109,17 @@ def build_cross_sections(prices: pd.DataFrame,           # canonical price table
                          sectors: Sequence[str] | None = None, # sector vocabulary (a checkpoint's); None: the config's
                          labels: bool = True,            # compute labels (False for inference)
                          feats: pd.DataFrame | None = None, # `compute_features` rows already at hand (the store's table); None computes them
+                         start=None,                     # first date of the arrays (earlier prices are history for the features only); None: all
+                         graph_start=None,               # first date whose graph is read (graph_of is -1 before); None: every date
                         ) -> CrossSections:
-    "Features, labels, liquidity, regimes, sectors and graphs of every date of `prices` as dense arrays."
+    "Features, labels, liquidity, regimes, sectors and graphs of every date of `prices` (from `start`) as dense arrays."
     if feats is None: feats = compute_features(prices, index)
     else:                                                          # point-in-time rows: those of the dates and stocks of `prices` only
         keys = prices[["date", "ticker"]]
         feats = keys.merge(feats, on=["date", "ticker"], how="left", validate="one_to_one")
+    if start is not None:
+        span = feats[feats["date"] >= pd.Timestamp(start)]
+        if len(span) and _lacking(span) == _lacking(feats): feats = span   # same validity rule (a source absent throughout) as the whole
     panel = FeaturePanel.from_frame(feats, feature_cols=tuple(features))
     lq = FeaturePanel.from_frame(feats, feature_cols=("liquidity_bucket",))
     liq = np.nan_to_num(lq.values[..., 0], nan=LIQUIDITY_UNKNOWN).astype("int64")   # [D, N]
@@ -126,11 +136,15 @@ def build_cross_sections(prices: pd.DataFrame,           # canonical price table
     lab = np.full(panel.values.shape[:2] + (3,), np.nan, dtype="float32")
     if labels:
         lf = compute_labels(prices, cfg.features.horizon)
-        lp = FeaturePanel.from_frame(lf, feature_cols=("y_ret", "y_dir", "y_vol"))
-        di, ti = panel.dates.get_indexer(lp.dates), [panel.tickers.index(t) for t in lp.tickers]
-        lab[np.ix_(di, ti)] = lp.values
+        lf = lf[(lf["date"] >= panel.dates[0]) & lf["ticker"].isin(panel.tickers)]
+        if len(lf):
+            lp = FeaturePanel.from_frame(lf, feature_cols=("y_ret", "y_dir", "y_vol"))
+            di, ti = panel.dates.get_indexer(lp.dates), [panel.tickers.index(t) for t in lp.tickers]
+            lab[np.ix_(di, ti)] = lp.values
     ensure_graphs(prices, cfg, gstore, until=panel.dates[-1])
-    graph_of, graphs, gdates = _read_graphs(gstore, panel.dates, panel.tickers)
+    need = panel.dates >= pd.Timestamp(graph_start) if graph_start is not None else np.ones(len(panel.dates), dtype=bool)
+    graph_of = np.full(len(panel.dates), -1, dtype="int64")
+    graph_of[need], graphs, gdates = _read_graphs(gstore, panel.dates[need], panel.tickers)
     return CrossSections(panel.dates, list(panel.tickers), tuple(features), panel.values, panel.valid, liq, reg, sid, sectors,
                          lab, graph_of, graphs, gdates)
 
@@ -192,6 +206,88 @@ def collate_dates(items: list[dict]) -> dict:
 
 MODEL_KEYS = ("x", "mask", "edge_index", "edge_attr", "sector", "liquidity", "regime")
 
+# %% ../nbs/11_pretrain.ipynb #f36baafb
+SPAN_KEYS = MODEL_KEYS + ("rows", "ends")   # what `FoundationModel` reads from a span batch
+
+def span_batch(cs: CrossSections, days: Sequence[int], lookback: int) -> dict:
+    "The windows of the dates `days` cut from one span of days: x [R, T, F], mask [R, T] and (rows, ends) [B]; the rest per window as `collate_dates`."
+    days = np.unique(np.asarray(days, dtype="int64"))
+    L, N = lookback, len(cs.tickers)
+    t0, t1 = int(days[0]) - L + 1, int(days[-1])                               # the span: first window's first day .. last date
+    lo, pad = max(t0, 0), max(0, -t0)
+    seen = np.cumsum(np.vstack([np.zeros((1, N), "int64"), cs.valid[lo:t1 + 1]]), 0)   # [T' + 1, N] valid days so far
+    win_d, win_n = [], []
+    for d in days:                                                             # stocks with some history in the window
+        nodes = np.flatnonzero(seen[d - lo + 1] - seen[max(d - L + 1, lo) - lo] > 0)
+        win_d.append(np.full(len(nodes), d)); win_n.append(nodes)
+    wd, wn = np.concatenate(win_d), np.concatenate(win_n)                      # [B] date position, stock of each window
+    key = wn * (int(cs.liquidity.max(initial=0)) + 1) + cs.liquidity[wd, wn]    # one row per (stock, liquidity bucket)
+    ukey, row = np.unique(key, return_inverse=True)
+    rnode = wn[np.unique(row, return_index=True)[1]]                           # [R] the stock of each row
+    T = t1 - t0 + 1
+    x = np.full((len(rnode), T, cs.values.shape[-1]), np.nan, dtype="float32")
+    x[:, pad:] = cs.values[lo:t1 + 1][:, rnode].transpose(1, 0, 2)             # [R, T, F]
+    m = np.zeros((len(rnode), T), dtype=bool); m[:, pad:] = cs.valid[lo:t1 + 1][:, rnode].T   # [R, T]
+    ends = wd - t0
+    y = cs.labels[wd, wn]                                                      # [B, 3]
+    keep = m[row, ends] & np.isfinite(y).all(1)
+    eis, eas, off = [], [], 0
+    for d, nodes in zip(days, win_n):                                          # each date's graph over its own windows
+        if cs.graph_of[d] >= 0 and len(nodes):
+            ei, ea = cs.graphs[cs.graph_of[d]]
+            remap = np.full(N, -1); remap[nodes] = np.arange(len(nodes)) + off
+            e = remap[ei.numpy()]
+            sel = (e >= 0).all(0)
+            eis.append(torch.from_numpy(e[:, sel])); eas.append(ea[torch.from_numpy(sel)])
+        off += len(nodes)
+    ei = torch.cat(eis, 1) if eis else torch.zeros(2, 0, dtype=torch.long)
+    ea = torch.cat(eas) if eas else torch.zeros(0, 1)
+    return dict(x=torch.from_numpy(x), mask=torch.from_numpy(m), rows=torch.from_numpy(row.astype("int64")),
+                ends=torch.from_numpy(ends), edge_index=ei, edge_attr=ea, sector=torch.from_numpy(cs.sector[wn]),
+                liquidity=torch.from_numpy(cs.liquidity[wd, wn]), regime=torch.from_numpy(cs.regime[wd]),
+                y=torch.from_numpy(np.nan_to_num(y)), keep=torch.from_numpy(keep), day=torch.from_numpy(wd), node=torch.from_numpy(wn))
+
+# %% ../nbs/11_pretrain.ipynb #1b3c4a01
+_WINDOW_FLOATS = 40     # floats kept per hidden unit per window-day for the backward pass (35-39 measured at hidden 256)
+_DAY_FLOATS = 8         # ... per hidden unit per feature per stock-day by the variable selection (7.5 measured)
+_RECOMPUTE_CHUNK = 4096 # stock-days per recomputed chunk
+
+def step_bytes(spec: FoundationSpec, windows: int, stock_days: int, lookback: int | None = None, recompute: int = 0) -> int:
+    "Estimated activation memory of one training forward + backward over `windows` windows and `stock_days` encoded stock-days (bytes)."
+    H, nf, L = spec.hidden, spec.n_features, lookback or spec.lookback
+    day = _DAY_FLOATS * nf * H
+    days = (2 * H * stock_days + day * min(recompute, stock_days)) if recompute else day * stock_days   # recomputed: inputs/outputs + one live chunk
+    return int(4 * (_WINDOW_FLOATS * H * L * windows + days))
+
+def plan_step(cs: CrossSections, days: Sequence[int], spec: FoundationSpec, budget: float, lookback: int | None = None) -> list[dict]:
+    "Span batches for one optimisation step over `days` that each fit `budget` bytes: the whole step, or recomputed, or split into micro-batches."
+    L = lookback or spec.lookback
+    b = span_batch(cs, days, L)
+    W, D = len(b["rows"]), b["x"].shape[0] * b["x"].shape[1]
+    b["recompute"] = 0
+    if step_bytes(spec, W, D, L) <= budget: return [b]
+    b["recompute"] = _RECOMPUTE_CHUNK
+    if step_bytes(spec, W, D, L, _RECOMPUTE_CHUNK) <= budget or len(days) == 1: return [b]
+    days = np.sort(np.asarray(days)); half = len(days) // 2
+    return plan_step(cs, days[:half], spec, budget, L) + plan_step(cs, days[half:], spec, budget, L)
+
+class StepDataset(torch.utils.data.Dataset):
+    "One item per optimisation step: `plan_step`'s span batches over a block of consecutive (strided) training dates."
+    def __init__(self, cs: CrossSections, days: Sequence[int], dates_per_step: int, spec: FoundationSpec, budget: float,
+                 lookback: int | None = None):
+        days = np.asarray(days, dtype="int64")
+        self.cs, self.spec, self.budget, self.L = cs, spec, budget, lookback or spec.lookback
+        self.blocks = [days[i:i + dates_per_step] for i in range(0, len(days), dates_per_step)]
+
+    def __len__(self): return len(self.blocks)
+    def __getitem__(self, j: int) -> list[dict]: return plan_step(self.cs, self.blocks[j], self.spec, self.budget, self.L)
+
+def memory_budget(cfg: Config, cuda: bool = False) -> float:
+    "Bytes a training step may use: `foundation.memory_gb`, or on a GPU at least 80% of its memory."
+    gb = cfg.foundation.memory_gb * 2**30
+    if cuda and torch.cuda.is_available(): gb = max(gb, 0.8 * torch.cuda.get_device_properties(0).total_memory)
+    return gb
+
 # %% ../nbs/11_pretrain.ipynb #9fe00ed5
 @functools.cache
 def _lightning_classes():
@@ -199,22 +295,38 @@ def _lightning_classes():
     import lightning as L
 
     class FoundationTask(L.LightningModule):
-        "Lightning wrapper: pretraining loss, AdamW, logging."
-        def __init__(self, model: FoundationModel, lr: float = 1e-3, weight_decay: float = 1e-4):
+        "Lightning wrapper: pretraining loss over a step's micro-batches (gradients accumulated), AdamW, clipping, logging."
+        def __init__(self, model: FoundationModel, lr: float = 1e-3, weight_decay: float = 1e-4, clip: float = 1.0):
             super().__init__()
-            self.model, self.lr, self.weight_decay = model, lr, weight_decay
+            self.model, self.lr, self.weight_decay, self.clip = model, lr, weight_decay, clip
+            self.automatic_optimization = False          # one optimiser step per item, over however many micro-batches it has
 
-        def _step(self, batch: dict, stage: str) -> Tensor:
-            out = self.model(**{k: batch[k] for k in MODEL_KEYS})
-            y = batch["y"]
-            parts = pretrain_loss(out, y[:, 0], y[:, 1], y[:, 2], batch["keep"], self.model.spec.quantiles,
-                                  float(self.model.heads.ret_scale))
-            n = max(1, int(batch["keep"].sum()))
-            self.log(f"{stage}_loss", parts["loss"], batch_size=n, prog_bar=True, on_epoch=True, on_step=stage == "train")
-            for k in ("huber", "bce", "qlike", "pinball"): self.log(f"{stage}_{k}", parts[k], batch_size=n, on_epoch=True, on_step=False)
-            return parts["loss"]
+        def setup(self, stage: str):
+            if self.trainer.world_size > 1 and isinstance(self.trainer.accelerator, L.pytorch.accelerators.CPUAccelerator):
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.trainer.world_size))   # processes share the cores: one each on 2
 
-        def training_step(self, batch, i): return self._step(batch, "train")
+        def _step(self, batch: list[dict], stage: str) -> Tensor:
+            n = max(1, sum(int(mb["keep"].sum()) for mb in batch))                  # labelled stocks in the whole step
+            tot = {}
+            for mb in batch:
+                out = self.model(**{k: mb[k] for k in SPAN_KEYS}, recompute=int(mb.get("recompute", 0)) if stage == "train" else 0)
+                y = mb["y"]
+                parts = pretrain_loss(out, y[:, 0], y[:, 1], y[:, 2], mb["keep"], self.model.spec.quantiles, float(self.model.heads.ret_scale))
+                share = int(mb["keep"].sum()) / n                                  # the step's loss is the share-weighted sum
+                if stage == "train" and share > 0: self.manual_backward(parts["loss"] * share)
+                for k, v in parts.items(): tot[k] = tot.get(k, 0.0) + v.detach() * share
+            self.log(f"{stage}_loss", tot["loss"], batch_size=n, prog_bar=True, on_epoch=True, on_step=stage == "train")
+            for k in ("huber", "bce", "qlike", "pinball"): self.log(f"{stage}_{k}", tot[k], batch_size=n, on_epoch=True, on_step=False)
+            return tot["loss"]
+
+        def training_step(self, batch, i):
+            opt = self.optimizers()
+            opt.zero_grad()
+            loss = self._step(batch, "train")
+            self.clip_gradients(opt, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")
+            opt.step()
+            return loss
+
         def validation_step(self, batch, i): return self._step(batch, "val")
         def configure_optimizers(self): return torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
@@ -260,6 +372,21 @@ def _quiet(on: bool = True):
 
 def _accelerator_is_cuda(accelerator) -> bool:
     return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+
+def idle_cores() -> int:
+    "The cores other processes leave free: the core count minus the 1-minute load average, rounded, at least 1."
+    n = os.cpu_count() or 1
+    try: busy = os.getloadavg()[0]
+    except OSError: busy = 0.0
+    return max(1, min(n, int(n - busy + 0.5)))
+
+@contextlib.contextmanager
+def torch_threads(n: int = 0):
+    "Run torch on `n` intra-op threads inside the block; 0: on `idle_cores()` (torch's threads slow down several-fold when they outnumber free cores)."
+    old = torch.get_num_threads()
+    torch.set_num_threads(n or idle_cores())
+    try: yield
+    finally: torch.set_num_threads(old)
 
 def pretrain(prices: pd.DataFrame,              # canonical price table (anything after train_end is cut off first)
              index: pd.DataFrame | None,         # market index table, or None
@@ -308,18 +435,20 @@ def pretrain(prices: pd.DataFrame,              # canonical price table (anythin
     y = y[np.isfinite(y).all(1)]
     model.heads.set_target_scales(float(np.std(y[:, 0])) or 1.0, float(np.mean(y[:, 2])) or 1.0)
     gen = torch.Generator().manual_seed(cfg.project.seed)
-    mk = lambda days, shuffle: torch.utils.data.DataLoader(DateDataset(cs, days, spec.lookback), batch_size=f.dates_per_batch,
-                                                           shuffle=shuffle, collate_fn=collate_dates, generator=gen, num_workers=0)
     cuda = _accelerator_is_cuda(accelerator)
+    budget = memory_budget(cfg, cuda)
+    mk = lambda days, shuffle: torch.utils.data.DataLoader(StepDataset(cs, days, f.dates_per_batch, spec, budget), batch_size=None,
+                                                           shuffle=shuffle, generator=gen, num_workers=0)
     keep = KeepBest()
     cbs = [keep] + ([L.pytorch.callbacks.EarlyStopping("val_loss", patience=patience, strict=False, check_on_train_epoch_end=False)] if len(va) else [])
     task = FoundationTask(model, lr=f.lr)
     t0 = time.time()
-    with _quiet(not progress):
+    with _quiet(not progress), torch_threads(f.threads):
         trainer = L.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
-                            precision="bf16-mixed" if cuda else "32-true", deterministic=True if not cuda else "warn",
+                            precision=f.precision if f.precision != "auto" else "bf16-mixed" if cuda else "32-true",
+                            deterministic=True if not cuda else "warn",
                             logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-                            callbacks=cbs, gradient_clip_val=1.0, num_sanity_val_steps=0, log_every_n_steps=10)
+                            callbacks=cbs, num_sanity_val_steps=0, log_every_n_steps=10)
         trainer.fit(task, mk(tr, True), mk(va, False) if len(va) else None)
     if keep.state is not None: model.load_state_dict(keep.state)
     model = model.cpu().eval()

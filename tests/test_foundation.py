@@ -7,7 +7,9 @@
   masked days stay invisible with them; the parameter count per part is printed by the benchmark (about 5M);
 - no lookahead: `pretrain(train_end=X)` gives bit-identical weights when every price after X is changed (and
   different weights when a price before X is changed, so the test can fail);
-- `embed` writes one row per (date, ticker) asked to the store's `embeddings` table, in a DuckDB file on disk.
+- `embed` writes one row per (date, ticker) asked to the store's `embeddings` table, in a DuckDB file on disk;
+- on the real sample at the default size, span batches (each stock-day encoded once, the closed-form variable selection)
+  give what stacked windows through pytorch-forecasting's own `VariableSelectionNetwork` give.
 """
 import json
 import pickle
@@ -225,3 +227,30 @@ def test_embed_writes_store(data, cfg, tmp_path):
         np.testing.assert_allclose(got.set_index(["date", "ticker"]).loc[(dates[0], "XOM"), ecols].to_numpy(dtype=float),
                                    e.set_index(["date", "ticker"]).loc[(dates[0], "XOM"), ecols].to_numpy(dtype=float), rtol=1e-6)
     _fail(lambda: embed(m, prices, index, dates, tickers=["NOPE"], cfg=cfg), contains="unknown tickers ['NOPE']")
+
+
+def test_span_batches_match_stacked_windows_on_the_sample():
+    "Default-size model on the real sample: span batches with the per-day part shared give what stacked windows through the library's VSN give."
+    from stock_twins.graph import DuckDBGraphStore
+    from stock_twins.pretrain import DateDataset, MODEL_KEYS, SPAN_KEYS, build_cross_sections, collate_dates, fit_scaler, span_batch
+    cfg = load_config().replace(data={"store": ":memory:"})
+    p, i = load_sample(), load_sample_index()
+    p = p[(p.date >= "2007-01-01") & (p.date <= "2008-06-30")].reset_index(drop=True)
+    cs = build_cross_sections(p, i[i.date.isin(p.date)], cfg, DuckDBGraphStore(Store()))
+    torch.manual_seed(0)
+    m = FoundationModel(FoundationSpec.from_config(cfg, len(REAL_FEATURES), len(cfg.universe.sectors))).eval()
+    with torch.no_grad():
+        for q in m.parameters(): q.add_(0.05 * torch.randn_like(q))
+    m.temporal.set_scaler(*fit_scaler(cs.values, cs.valid, np.arange(len(cs.dates))))
+    days = list(range(len(cs.dates) - 12, len(cs.dates), 2)) + [len(cs.dates) - 1]         # 7 dates, not all consecutive
+    with torch.inference_mode():
+        new = m(**{k: v for k, v in span_batch(cs, days, 60).items() if k in SPAN_KEYS})
+        enc = m.temporal
+        def library_vsn(x, c_s):                                                          # the code the per-day part replaced
+            o, w = enc.vsn({n: x[..., j:j + 1] for j, n in enumerate(enc.names)}, c_s.unsqueeze(1))
+            return o, w.squeeze(-2)
+        enc.select_variables = library_vsn
+        old = m(**{k: v for k, v in collate_dates([DateDataset(cs, [d], 60)[0] for d in days]).items() if k in MODEL_KEYS})
+    _eq(len(new["embedding"]), 7 * 20)
+    for k in ("embedding", "temporal", "graph", "ret", "vol", "quantiles"):
+        torch.testing.assert_close(new[k], old[k], rtol=1e-4, atol=1e-5)
