@@ -238,6 +238,8 @@ def main():
     p.add_argument("--baselines", default="always_up,ewma_vol,garch,empirical_q,persistence")
     p.add_argument("--part", choices=["all", "baselines", "foundation"], default="all")
     p.add_argument("--set", action="append", default=[], help="config override section.key=value (repeatable; design runs)")
+    p.add_argument("--grid", action="append", default=[], help="design runs: an extra twin under 'sec.key=v;sec.key=v' (repeatable)")
+    p.add_argument("--foundation-dir", default=None, help="where the foundation fits are saved and reloaded (default OUT/foundation)")
     p.add_argument("--no-score", action="store_true")
     p.add_argument("--score-only", action="store_true")
     p.add_argument("--out", default=None)
@@ -279,9 +281,13 @@ def main():
         from stock_twins.twin_train import TwinForecaster
         spec = FoundationSpec.from_config(cfg, len(REAL_FEATURES), len(cfg.universe.sectors), hidden=a.hidden)
         refit_dates = [s.train_end for s in splits[::a.every]]          # fixed in advance: a resumed run refits where a whole run does
-        f0 = periodic_foundation(prices, index, cfg, a.every, str(out / "foundation"), refit_dates=refit_dates,
+        f0 = periodic_foundation(prices, index, cfg, a.every, a.foundation_dir or str(out / "foundation"), refit_dates=refit_dates,
                                  spec=spec, epochs=a.epochs, date_stride=a.stride, progress=False)
         ms = [f0] + TwinForecaster.variants(f0, [s for s in a.variants.split(",") if s])
+        cache = ms[1]._cache if len(ms) > 1 else {}
+        for g in a.grid:                                                   # design runs: the twin under other settings
+            gcfg = _set(cfg, g.split(";"))
+            ms.append(TwinForecaster(f0, name=f"twin[{g}]", cfg=gcfg, cache=cache))
         t0 = time.perf_counter()
         logs = run_part("foundation", ms, prices, index, cfg, splits, out, h)
         print(f"## foundation and twins: {time.perf_counter() - t0:.0f} s; foundation fits at "

@@ -470,10 +470,10 @@ class TwinForecaster(Forecaster):
     def _frame(self, features: pd.DataFrame, lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
         "twin_frame of every stock's rows dated lo..hi, on the foundation's outputs and prices up to hi (cached for the variants)."
         f = self.foundation
-        key = ("frame", id(f.model), lo, hi, self.spec_.emb_dim)
+        key = ("frame", id(f.model), lo, hi, self.spec_.emb_dim, self.cfg.twins.vol_prior, self.cfg.twins.return_prior)
         if key not in self._cache:
             old = [k for k in self._cache if k[0] == "frame"]
-            for k in old[:-1]: del self._cache[k]                               # keep the last two: a split's in-sample and test spans
+            for k in old[:-3]: del self._cache[k]                               # keep the last few: a split's in-sample and test spans
             o = f.outputs_on(Panel(features[features["date"] <= hi], lo, hi))
             o = o.dropna(subset=emb_columns(self.spec_.emb_dim))
             self._cache[key] = twin_frame(o, *self._market(lo, hi), self.cfg)
