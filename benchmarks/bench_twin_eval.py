@@ -106,7 +106,11 @@ def _fill_labels(preds):
     return preds.drop(columns=["y_regime", "regime_now"]).merge(lab, on=key, how="left")
 
 
-def score_all(out: Path, cfg, splits, fit_logs, elapsed=None, twin="twin"):
+RESULT_FILES = ("twin_table.md", "twin_scores.csv", "paired.csv", "per_year.csv", "per_stock.csv", "reliability.csv",
+                "regime_confusion.csv", "coverage_by_year.csv", "route_share.csv", "run.json", "scores.csv")
+
+
+def score_all(out: Path, cfg, splits, fit_logs, elapsed=None, twin="twin", results=None):
     "Read every part's predictions, restrict to the twin's rows, score, write the report and the twin tables."
     from stock_twins.metrics import coverage_by_year, reliability, score
     from stock_twins.report import md_table, write_report
@@ -183,6 +187,12 @@ def score_all(out: Path, cfg, splits, fit_logs, elapsed=None, twin="twin"):
     (out / "twin_table.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"report: {report}")
+    if results:
+        import shutil
+        r = Path(results); r.mkdir(parents=True, exist_ok=True)
+        for f in RESULT_FILES:
+            if (out / f).exists(): shutil.copy(out / f, r / f)
+        print(f"result tables copied to {r}")
     return scores, pr
 
 
@@ -243,6 +253,7 @@ def main():
     p.add_argument("--no-score", action="store_true")
     p.add_argument("--score-only", action="store_true")
     p.add_argument("--out", default=None)
+    p.add_argument("--results", default=None, help="also copy the small result tables here (e.g. nbs/results/twin_eval, read by 20_twin)")
     a = p.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", module="lightning")
@@ -295,7 +306,7 @@ def main():
     elif (out / "parts" / "foundation").exists():
         logs = [pd.read_csv(f, parse_dates=["cutoff"]) for f in sorted((out / "parts" / "foundation").glob("fitlog_*.csv"))]
     if not a.no_score:
-        score_all(out, cfg, splits, logs, elapsed=time.perf_counter() - t00)
+        score_all(out, cfg, splits, logs, elapsed=time.perf_counter() - t00, results=a.results)
     print(f"## whole command: {time.perf_counter() - t00:.0f} s; {_machine()}", flush=True)
 
 
