@@ -140,7 +140,11 @@ def score_all(out: Path, cfg, splits, fit_logs, elapsed=None, twin="twin", resul
         if v in models:
             for met in ("hit", "brier", "qlike", "pinball", "regime_acc"): pairs.append(paired(common, twin, v, met, **kw))
             pairs.append(paired_ic(common, twin, v, **kw))
-    pr = pd.DataFrame(pairs)
+    for v in [m for m in models if m.startswith("twin[")] + ([twin] if prior else []):   # design grid: each setting against the priors
+        if prior:
+            for met in ("hit", "brier", "qlike", "pinball", "cov80", "regime_acc"): pairs.append(paired(common, v, prior, met, **kw))
+            pairs.append(paired_ic(common, v, prior, **kw))
+    pr = pd.DataFrame(pairs).drop_duplicates(subset=["metric", "a", "b"])
     pr.to_csv(out / "paired.csv", index=False)
     # per year: coverage, QLIKE, hit, Brier
     yr = common["date"].dt.year

@@ -354,3 +354,25 @@ def _train_panel(prices, index, end):
     f = compute_features(prices, index)
     f = f[f.date <= end]
     return Panel(f, f.date.min(), end)
+
+
+def test_periodic_foundation_refits_on_its_schedule(monkeypatch, market):
+    "The harness's foundation is refit every few years (or on fixed dates), never trained past a split's end."
+    from types import SimpleNamespace
+    import stock_twins.pretrain as P
+    from stock_twins.evaluation import periodic_foundation
+    from stock_twins.schema import Panel
+    calls = []
+    def fake_pretrain(prices, index, cfg, train_end=None, **kw):
+        calls.append(pd.Timestamp(train_end))
+        return SimpleNamespace(meta=dict(train_end=f"{pd.Timestamp(train_end):%Y-%m-%d}"), spec=SimpleNamespace(embed_dim=8)), None
+    monkeypatch.setattr(P, "pretrain", fake_pretrain)
+    feats = market.prices[["date", "ticker"]]
+    ends = [pd.Timestamp(f"2015-{m:02d}-27") for m in (3, 5, 7, 9, 11)] + [pd.Timestamp("2016-01-27"), pd.Timestamp("2016-03-28")]
+    f = periodic_foundation(market.prices, market.index, Config(), every_years=0.5)
+    for e in ends: f.fit(Panel(feats[feats.date <= e], feats.date.min(), e))
+    _eq(calls, [ends[0], ends[3], ends[6]])                               # every half year from the first split
+    calls.clear()
+    g = periodic_foundation(market.prices, market.index, Config(), refit_dates=[ends[0], ends[2]])
+    for e in ends[1:4]: g.fit(Panel(feats[feats.date <= e], feats.date.min(), e))   # a run resumed at the second split
+    _eq(calls, [ends[0], ends[2]])                                        # refits where the whole run would have
