@@ -221,6 +221,7 @@ def fine_tune_many(tickers: Sequence[str], # the stocks (one twin each)
                    min_rows: int | None = None, # trainable rows needed; None: 10 per month of window
                    train: bool = True,     # False: no gradient steps (the priors, calibrated: the `twin_prior` model)
                    route: bool = True,     # False: serve the twin for every output (the routing ablation)
+                   cache: dict | None = None, # trained (uncalibrated) batches by cutoff and settings: variants that differ only in routing share one training
                   ) -> tuple[dict[str, DigitalTwin], dict[str, dict], dict[str, str]]:
     "Fine-tune, route and calibrate the twins of `tickers` for `cutoff` in one batch; (twins, metrics, failures), each by ticker."
     t0 = time.perf_counter()
@@ -246,7 +247,14 @@ def fine_tune_many(tickers: Sequence[str], # the stocks (one twin each)
         parts[t] = (rows, {k: v[a] for k, v in arr.items()}, {k: v[b] for k, v in arr.items()}, {k: v[c] for k, v in arr.items()})
         ok.append(t)
     if not ok: return {}, {}, failed
+    parts["_failed"] = failed
     weights = {k: w for k, w in tc.loss_weights.items() if spec.regime_detector or k != "regime"}  # no detector: the regime is the prior's
+    key = None if cache is None else (tuple(ok), cutoff, spec, train, id(data), json_hash(dict(
+        t=tc.model_dump(exclude={"n_jobs", "ray_address"}), h=h, s=cfg.project.seed, r=cfg.regime.model_dump())))
+    if cache is not None and key in cache:
+        twins, rec = [copy.deepcopy(t) for t in cache[key][0]], cache[key][1]
+        with one_thread(): cal = _calibrate(ok, twins, _padded([parts[t][3] for t in ok]), cfg, route)
+        return _finish(ok, twins, rec, cal, parts, cfg, cutoff, t0)
     with torch.random.fork_rng(devices=[]), one_thread():
         twins = [_new_twin(t, parts[t][1], spec, cfg) for t in ok]
         tr, va, ca = (_padded([parts[t][j] for t in ok]) for j in (1, 2, 3))
@@ -259,7 +267,12 @@ def fine_tune_many(tickers: Sequence[str], # the stocks (one twin each)
             rec = dict(epochs=np.zeros(len(ok), int), best_epoch=np.zeros(len(ok), int), val_loss_init=v0, val_loss=v0,
                        train_loss=np.full(len(ok), np.nan))
         for tw in twins: tw.eval()
+        if cache is not None: cache[key] = ([copy.deepcopy(t) for t in twins], rec)
         cal = _calibrate(ok, twins, ca, cfg, route)
+    return _finish(ok, twins, rec, cal, parts, cfg, cutoff, t0)
+
+def _finish(ok, twins, rec, cal, parts, cfg, cutoff, t0):
+    "(twins, metrics, failures) of `fine_tune_many`."
     secs = (time.perf_counter() - t0) / len(ok)
     metrics = {}
     for i, t in enumerate(ok):
@@ -271,7 +284,7 @@ def fine_tune_many(tickers: Sequence[str], # the stocks (one twin each)
                           best_epoch=int(rec["best_epoch"][i]), train_loss=float(rec["train_loss"][i]),
                           val_loss_init=float(rec["val_loss_init"][i]), val_loss=float(rec["val_loss"][i]),
                           seconds=secs, batch=len(ok), **cal[i])
-    return dict(zip(ok, twins)), metrics, failed
+    return dict(zip(ok, twins)), metrics, parts["_failed"]
 
 def fine_tune(ticker: str,          # the stock
               data: pd.DataFrame,   # `twin_frame` rows (any tickers; only `ticker`'s are used)
@@ -480,7 +493,10 @@ class TwinForecaster(Forecaster):
         return self._cache[key]
 
     def _fine_tune(self, data: pd.DataFrame, tickers: list[str], cutoff: pd.Timestamp) -> dict[str, DigitalTwin]:
-        twins, met, failed = fine_tune_many(tickers, data, self.spec_, self.cfg, cutoff, train=self.train, route=self.route)
+        fits = self._cache.setdefault(("fits", id(data)), {})
+        live = {id(v) for k, v in self._cache.items() if k[0] == "frame"}
+        for k in [k for k in self._cache if k[0] == "fits" and k[1] not in live]: del self._cache[k]   # frames no longer cached
+        twins, met, failed = fine_tune_many(tickers, data, self.spec_, self.cfg, cutoff, train=self.train, route=self.route, cache=fits)
         for t in tickers:
             if t in failed: self.log_.append(dict(model=self.name, cutoff=cutoff, ticker=t, status="failed", reason=failed[t]))
             elif t in met:
