@@ -219,6 +219,10 @@ def run_part(name, models, prices, index, cfg, splits, out: Path, horizon):
     for k, sp in enumerate(splits):
         f = d / f"split_{k:02d}.parquet"
         if f.exists():
+            got = pd.read_parquet(f, columns=["date"])["date"]
+            if got.min() < sp.test_start or got.max() > sp.test_end:
+                raise SystemExit(f"{f} holds {got.min():%Y-%m-%d}..{got.max():%Y-%m-%d}, not split {k}'s test span "
+                                 f"{sp.test_start:%Y-%m-%d}..{sp.test_end:%Y-%m-%d}: another run's parts; use another --out")
             lf = d / f"fitlog_{k:02d}.csv"
             if lf.exists(): logs.append(pd.read_csv(lf, parse_dates=["cutoff"]))
             continue

@@ -122,48 +122,46 @@ def _train_stack(twins: list[DigitalTwin], tr: dict[str, Tensor], va: dict[str, 
     "The batched loop: stacked parameters trained with AdamW and per-stock early stopping; (best parameters, per-stock record)."
     tc = cfg.twins
     base = copy.deepcopy(twins[0]).to("meta")
-    params, buffers = stack_module_state(twins)
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
-    loss = _loss_fn(base, weights)
+    stacked, buffers = stack_module_state(twins)
     N = len(twins)
-    m1 = {k: torch.zeros_like(v) for k, v in params.items()}
-    m2 = {k: torch.zeros_like(v) for k, v in params.items()}
-    with torch.no_grad(): v0 = loss(params, buffers, va)[0]
+    shapes = {k: v.shape[1:] for k, v in stacked.items()}
+    sizes = [int(np.prod(sh)) for sh in shapes.values()]
+    flat = torch.cat([v.detach().reshape(N, -1) for v in stacked.values()], 1).requires_grad_(True)   # [N, P]: one row per stock
+    def unflat(x):                                                     # views of the flat rows as the module's parameters
+        return {k: c.view(N, *sh) for (k, sh), c in zip(shapes.items(), torch.split(x, sizes, 1))}
+    loss = _loss_fn(base, weights)
+    m1, m2 = torch.zeros_like(flat), torch.zeros_like(flat)
+    with torch.no_grad(): v0 = loss(unflat(flat), buffers, va)[0]
     best, bad = v0.clone(), torch.zeros(N, dtype=torch.long)
-    best_p = {k: v.detach().clone() for k, v in params.items()}
+    best_p = flat.detach().clone()
     active = torch.ones(N, dtype=torch.bool)
     epochs, best_epoch, train_loss = torch.zeros(N, dtype=torch.long), torch.zeros(N, dtype=torch.long), torch.full((N,), float("nan"))
     b1, b2 = _BETAS
     for step in range(1, tc.max_epochs + 1):
         if not active.any(): break
-        tot, _ = loss(params, buffers, tr)
+        tot, _ = loss(unflat(flat), buffers, tr)
         (tot * active).sum().backward()
         with torch.no_grad():
-            sq = sum(p.grad.pow(2).flatten(1).sum(1) for p in params.values())     # [N] per-stock gradient norm^2
-            coef = (_CLIP / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+            g, on = flat.grad, active.to(flat.dtype)[:, None]            # [N, P], [N, 1]
+            g = g * (_CLIP / (g.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)).clamp(max=1.0)   # clipped per stock
+            m1.lerp_(g, (1 - b1) * on)                                   # frozen stocks keep their moments
+            m2.mul_(1 - (1 - b2) * on).add_(g * g * (1 - b2) * on)
             bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
-            for k, p in params.items():
-                shape = (N,) + (1,) * (p.dim() - 1)
-                on = active.view(shape).to(p.dtype)
-                g = p.grad * coef.view(shape)
-                m1[k].lerp_(g, (1 - b1) * on)                                   # frozen stocks keep their moments
-                m2[k].mul_(1 - (1 - b2) * on).add_(g * g * (1 - b2) * on)
-                upd = p * (tc.lr * tc.shrinkage) + (tc.lr / bc1) * m1[k] / ((m2[k] / bc2).sqrt() + _EPS)
-                p.sub_(upd * on)
-                p.grad = None
+            upd = flat * (tc.lr * tc.shrinkage) + (tc.lr / bc1) * m1 / ((m2 / bc2).sqrt() + _EPS)   # AdamW, decoupled decay
+            flat.sub_(upd * on)
+            flat.grad = None
             train_loss = torch.where(active, tot.detach(), train_loss)
             epochs = torch.where(active, torch.full_like(epochs, step), epochs)
-            v = loss(params, buffers, va)[0]
+            v = loss(unflat(flat), buffers, va)[0]
             better = active & (v < best - 1e-6)
             best = torch.where(better, v, best)
             best_epoch = torch.where(better, torch.full_like(best_epoch, step), best_epoch)
-            for k, p in params.items():
-                best_p[k] = torch.where(better.view((N,) + (1,) * (p.dim() - 1)), p.detach(), best_p[k])
+            best_p = torch.where(better[:, None], flat.detach(), best_p)
             bad = torch.where(better, torch.zeros_like(bad), bad + active.long())
             active = active & (bad < tc.patience)
     rec = dict(epochs=epochs.numpy(), best_epoch=best_epoch.numpy(), val_loss_init=v0.numpy(), val_loss=best.numpy(),
                train_loss=train_loss.numpy())
-    return best_p, rec
+    return unflat(best_p), rec
 
 def _outputs(twins: list[DigitalTwin], data: dict[str, Tensor]) -> dict[str, Tensor]:
     "Each twin's outputs on its own padded rows: [N, T, ...]."
