@@ -137,6 +137,7 @@ class TwinConfig(_Section):
     vol_bound: float = Field(0.7, gt=0, description="Bound on |log(twin vol / prior vol)| (and on the quantile spread's log-rescaling).")
     platt_l2: float = Field(50.0, ge=0, description="Pseudo-rows pulling the Platt scaling of hit probabilities towards the identity.")
     min_cal_rows: int = Field(100, ge=1, description="Calibration rows a stock needs for its own calibration; stocks with fewer are calibrated on their pooled rows.")
+    route_z: float = Field(1.0, ge=0, description="A twin serves an output only where its mean loss on the calibration tail is below its prior's by this many standard errors (0: merely below).")
     regime_smoothing: float = Field(50.0, ge=0, description="Pseudo-counts on the diagonal of each row of the regime transition prior (towards persistence).")
 
 class RegimeConfig(_Section):

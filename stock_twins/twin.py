@@ -18,8 +18,8 @@ from .regime import REGIME_FEATURES
 from .schema import OPTIONS_FEATURES, PCR_GATE_FEATURES, PROB_COLUMNS
 
 # %% auto #0
-__all__ = ['ROUTED', 'LOSS_PARTS', 'TwinSpec', 'LoRAAdapter', 'OptionsEncoder', 'DigitalTwin', 'twin_loss_parts', 'twin_loss',
-           'forecast_values']
+__all__ = ['ROUTED', 'LOSS_PARTS', 'TwinSpec', 'LoRAAdapter', 'OptionsEncoder', 'DigitalTwin', 'twin_row_losses',
+           'twin_loss_parts', 'twin_loss', 'forecast_values']
 
 # %% ../nbs/20_twin.ipynb #51ee4f21
 @dataclass(frozen=True)
@@ -275,24 +275,31 @@ class DigitalTwin(nn.Module):
 # %% ../nbs/20_twin.ipynb #19650522
 LOSS_PARTS = ROUTED
 
+def twin_row_losses(out: Mapping[str, Tensor],   # DigitalTwin outputs for B rows
+                    batch: Mapping[str, Tensor], # y_ret, y_vol, y_dir [B] float; regime_next [B] long (-1 = no label)
+                   ) -> tuple[Tensor, Tensor]:
+    "Per-row losses [B, 5] (LOSS_PARTS order) and where each is defined [B, 5] (the regime only where the label is known); vmap-safe."
+    s = out["ret_scale"]
+    y, rn = batch["y_ret"], batch["regime_next"]
+    y_vol = torch.where(torch.isfinite(batch["y_vol"]), batch["y_vol"], out["vol"].detach())
+    rows = torch.stack([F.huber_loss(out["exp_return"] / s, y / s, delta=1.0, reduction="none"),
+                        F.binary_cross_entropy_with_logits(out["hit_logit"], batch["y_dir"], reduction="none"),
+                        torch.vmap(qlike)(y_vol, out["vol"]),
+                        torch.vmap(pinball)(y / s, out["quantiles"] / s.unsqueeze(-1)),
+                        F.cross_entropy(out["regime_logits"], rn.clamp_min(0), reduction="none")], -1)
+    ok = torch.ones_like(rows)
+    ok = torch.cat([ok[:, :4], (rn >= 0).to(rows.dtype)[:, None]], -1)
+    return rows, ok
+
 def twin_loss_parts(out: Mapping[str, Tensor],   # DigitalTwin outputs for B rows
                     batch: Mapping[str, Tensor], # y_ret, y_vol, y_dir [B] float; regime_next [B] long (-1 = no label)
                     mask: Tensor | None = None,  # [B] 1.0 for rows to average over (None: all)
                    ) -> dict[str, Tensor]:
     "Each loss part (LOSS_PARTS) as a 0-d tensor, the mean over the masked rows; free of data-dependent control flow (vmap-safe)."
-    s = out["ret_scale"]
-    m = torch.ones_like(s) if mask is None else mask.to(s.dtype)
-    mean = lambda x, w=m: (x * w).sum() / w.sum().clamp_min(1.0)
-    y = batch["y_ret"]
-    rn = batch["regime_next"]
-    ok = (rn >= 0).to(s.dtype) * m
-    ce = F.cross_entropy(out["regime_logits"], rn.clamp_min(0), reduction="none")
-    y_vol = torch.where(m > 0, batch["y_vol"], out["vol"].detach())            # padded rows: any finite value
-    return dict(ret=mean(F.huber_loss(out["exp_return"] / s, y / s, delta=1.0, reduction="none")),
-                hit=mean(F.binary_cross_entropy_with_logits(out["hit_logit"], batch["y_dir"], reduction="none")),
-                vol=mean(torch.vmap(qlike)(y_vol, out["vol"])),
-                quantile=mean(torch.vmap(pinball)(y / s, out["quantiles"] / s.unsqueeze(-1))),
-                regime=mean(ce, ok))
+    rows, ok = twin_row_losses(out, batch)
+    w = ok if mask is None else ok * mask.to(rows.dtype)[:, None]
+    v = (rows * w).sum(0) / w.sum(0).clamp_min(1.0)
+    return dict(zip(LOSS_PARTS, v.unbind(0)))
 
 def twin_loss(out: Mapping[str, Tensor],   # DigitalTwin outputs
               batch: Mapping[str, Tensor], # y_ret, y_vol, y_dir [B] float; regime_next [B] long (-1 = no label)

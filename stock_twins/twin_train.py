@@ -26,7 +26,7 @@ from .schema import OPTIONS_FEATURES, VALUE_COLUMNS, Forecaster, Panel, emb_colu
 from .checkpoint import (CheckpointError, artifact_stem, check_name, json_hash, list_artifacts, load_artifact,
                                     payload_path, record_path, save_artifact, verify_artifact)
 from .store import Store
-from .twin import LOSS_PARTS, ROUTED, DigitalTwin, TwinSpec, forecast_values, twin_loss_parts
+from .twin import LOSS_PARTS, ROUTED, DigitalTwin, TwinSpec, forecast_values, twin_loss_parts, twin_row_losses
 from .twin_data import TARGETS, load_twin_frame, twin_frame
 
 # %% auto #0
@@ -182,10 +182,17 @@ def _calibrate(names: list[str], twins: list[DigitalTwin], ca: dict[str, Tensor]
     tc = cfg.twins
     out = _outputs(twins, ca)
     mask = ca["mask"]
-    part = torch.vmap(lambda o, b, mk: torch.stack([v for v in twin_loss_parts(o, b, mk).values()]))
     keys = {k: v for k, v in ca.items() if k != "mask"}
-    t_parts, p_parts = part(out, keys, mask), part(_prior_out(out), keys, mask)            # [N, 5]
-    routes = (t_parts < p_parts - 1e-9) if route else torch.ones_like(t_parts, dtype=torch.bool)
+    rows = torch.vmap(twin_row_losses)
+    (lt, ok), (lp, _) = rows(out, keys), rows(_prior_out(out), keys)                     # [N, T, 5]
+    w = ok * mask[..., None]
+    n = w.sum(1).clamp_min(1.0)                                                         # [N, 5]
+    t_parts, p_parts = (lt * w).sum(1) / n, (lp * w).sum(1) / n
+    d = (lt - lp) * w
+    md = d.sum(1) / n
+    sd = (((lt - lp - md[:, None]) ** 2) * w).sum(1).div((n - 1).clamp_min(1.0)).sqrt()
+    se = sd / (n / cfg.features.horizon).clamp_min(1.0).sqrt()                          # overlapping h-day labels: n/h independent rows
+    routes = (md < -tc.route_z * se) & (md < 0) if route else torch.ones_like(t_parts, dtype=torch.bool)
     for tw, r in zip(twins, routes): tw.set_calibration(route=r.tolist())
     out = _outputs(twins, ca)                                                           # served, before calibration
     ok = mask.numpy().astype(bool)
@@ -248,7 +255,7 @@ def fine_tune_many(tickers: Sequence[str], # the stocks (one twin each)
     parts["_failed"] = failed
     weights = {k: w for k, w in tc.loss_weights.items() if spec.regime_detector or k != "regime"}  # no detector: the regime is the prior's
     key = None if cache is None else (tuple(ok), cutoff, spec, train, id(data), json_hash(dict(
-        t=tc.model_dump(exclude={"n_jobs", "ray_address"}), h=h, s=cfg.project.seed, r=cfg.regime.model_dump())))
+        t=tc.model_dump(exclude={"n_jobs", "ray_address", "route_z"}), h=h, s=cfg.project.seed, r=cfg.regime.model_dump())))
     if cache is not None and key in cache:
         twins, rec = [copy.deepcopy(t) for t in cache[key][0]], cache[key][1]
         with one_thread(): cal = _calibrate(ok, twins, _padded([parts[t][3] for t in ok]), cfg, route)
@@ -415,7 +422,7 @@ def retrain_all(cfg: Config,             # config: universe.pilot, twins.*, feat
     return pd.DataFrame([rows[t] for t in tickers], columns=_SUMMARY)
 
 # %% ../nbs/20b_twin_train.ipynb #3d656c32
-TWIN_VARIANTS = {"twin": {}, "twin_prior": dict(train=False), "twin_unrouted": dict(route=False),
+TWIN_VARIANTS = {"twin": {}, "twin_prior": dict(train=False), "twin_unrouted": dict(route=False), "twin_route0": dict(route_z=0.0),
                  "twin_no_lora": dict(lora=False), "twin_no_regime": dict(regime_detector=False),
                  "twin_no_stock": dict(stock_embedding=False)}   # harness name -> TwinForecaster options (TwinSpec switches, train, route)
 
@@ -442,10 +449,12 @@ class TwinForecaster(Forecaster):
                  history_days: int | None = None, # calendar days of prices before a window, for trailing features and priors
                  cache: dict | None = None,      # inputs by split, shared by the variants of one foundation (`variants` does)
                  n_jobs: int | None = None,      # unused (kept for callers): all twins of a cutoff train in one batch
+                 route_z: float | None = None,   # twins.route_z for this model (None: the config's)
                  **switches,                     # TwinSpec fields over TwinSpec.from_config, e.g. lora=False
                 ):
         if refit not in ("weekly", "split"): raise ValueError(f"refit must be 'weekly' or 'split', not {refit!r}")
         self.foundation, self.name, self.cfg = foundation, name, cfg or foundation.cfg
+        if route_z is not None: self.cfg = self.cfg.replace(twins={"route_z": float(route_z)})
         self.refit, self.train, self.route = refit, train, route
         self._cache = {} if cache is None else cache
         self.history_days = history_days if history_days is not None else (2200 if self.cfg.twins.vol_prior == "garch" else 420)
