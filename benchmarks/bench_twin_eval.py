@@ -3,7 +3,8 @@ against their priors, the foundation, the LightGBM fallback and the baselines, e
 with paired block-bootstrap intervals.
 
     python benchmarks/bench_twin_eval.py --design                 # design run: validation years 2000-2004 only
-    python benchmarks/bench_twin_eval.py                          # THE table: test years 2005-2022 (run once)
+    python benchmarks/bench_twin_eval.py --set twins.return_prior=history --results nbs/results/twin_eval
+                                                                  # THE table: test years 2005-2022 (run once, 2026-12-01)
     python benchmarks/bench_twin_eval.py --quick                  # smoke: 4 stocks from 2012, 2019-2020 (minutes)
 
 Resumable parts (each split's predictions are written as soon as they exist; a rerun skips them; the foundation's
@@ -11,6 +12,10 @@ fits are saved and reloaded):
     python benchmarks/bench_twin_eval.py --part baselines --no-score   # baselines + LightGBM fallback, yearly refit
     python benchmarks/bench_twin_eval.py --part foundation --no-score  # periodic foundation, its heads, the twin variants
     python benchmarks/bench_twin_eval.py --score-only                  # score what the parts wrote, write the tables
+
+Note. The recorded run's twins read the stock's own history as their return and hit prior (`twins.return_prior=history`):
+the harness then handed the foundation's heads to the twins under other column names, so `twin_frame` fell back to the
+history prior (fixed since; without the flag the twins now use the foundation heads, a setting not yet evaluated).
 
 Protocol. Expanding-window walk-forward with yearly splits (evaluation.refit) for the baselines and the fallback.
 The foundation (hidden --hidden, --epochs epochs over every --stride-th date) is refit on an expanding window every

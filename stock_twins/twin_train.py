@@ -22,7 +22,8 @@ from .config import REGIMES, Config, load_config
 from .data import check_tickers
 from .priors import PRIOR_COLUMNS, transition_prior
 from .regime import REGIME_FEATURES
-from .schema import OPTIONS_FEATURES, VALUE_COLUMNS, Forecaster, Panel, emb_columns, prediction_frame
+from .schema import (FOUNDATION_HEAD_COLUMNS, OPTIONS_FEATURES, QUANTILE_COLUMNS, VALUE_COLUMNS, Forecaster, Panel,
+                                emb_columns, prediction_frame)
 from .checkpoint import (CheckpointError, artifact_stem, check_name, json_hash, list_artifacts, load_artifact,
                                     payload_path, record_path, save_artifact, verify_artifact)
 from .store import Store
@@ -495,6 +496,8 @@ class TwinForecaster(Forecaster):
             old = [k for k in self._cache if k[0] == "frame"]
             for k in old[:-3]: del self._cache[k]                               # keep the last few: a split's in-sample and test spans
             o = f.outputs_on(Panel(features[features["date"] <= hi], lo, hi))
+            heads = dict(zip(("exp_return", "hit_prob", "vol", *QUANTILE_COLUMNS), FOUNDATION_HEAD_COLUMNS))
+            o = o.rename(columns={k: v for k, v in heads.items() if k in o})    # the heads' forecasts, named as in the store
             o = o.dropna(subset=emb_columns(self.spec_.emb_dim))
             self._cache[key] = twin_frame(o, *self._market(lo, hi), self.cfg)
         return self._cache[key]
