@@ -1,6 +1,8 @@
-"""Digital-twin benchmarks: batched inference, fine-tune time, weekly retrain, a 500-stock universe.
+"""Digital-twin benchmarks: batched fine-tuning against the one-by-one loop (16, 50, 500 twins), batched inference,
+weekly retrain, a 500-stock universe.
 
 Run: python benchmarks/bench_twins.py [--quick] [--train-500]
+     python benchmarks/bench_twins.py --batched-only      # only the batched vs one-by-one fine-tuning table
 
 All inputs are a SIMULATED market (stock_twins.simulate) with SYNTHETIC foundation embeddings
 (stock_twins.testing.synthetic_embeddings): timings depend only on shapes, but no accuracy figure here means
@@ -27,7 +29,7 @@ from stock_twins.store import Store
 from stock_twins.testing import synthetic_embeddings
 from stock_twins.twin import DigitalTwin, TwinSpec
 from stock_twins.twin_data import load_twin_frame, twin_frame
-from stock_twins.twin_train import fine_tune, one_thread, retrain_all, save_twin, twin_config_hash
+from stock_twins.twin_train import fine_tune, fine_tune_many, one_thread, retrain_all, save_twin, twin_config_hash
 
 FH = "5e" * 32  # foundation hash stand-in (synthetic embeddings)
 
@@ -43,6 +45,41 @@ def _time(fn, reps: int) -> float:
     for _ in range(reps):
         t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
     return float(np.median(ts))
+
+
+def _prior(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randn(n, generator=g) * 0.02, torch.rand(n, generator=g) * 0.6 + 0.2,
+                        torch.rand(n, generator=g) * 0.5 + 0.1, torch.randint(-1, 4, (n,), generator=g).float()], -1)
+
+
+def bench_batched(ns=(16, 50, 500), one_by_one_max: int = 500):
+    "All twins of a cutoff in one batched (vmap) fine-tune against the one-by-one loop (`fine_tune` per stock), same spec and data."
+    print(f"\n## Batched fine-tuning vs the one-by-one loop (full-size spec, twins section defaults; SYNTHETIC embeddings)")
+    n = max(ns)
+    t0 = time.perf_counter()
+    m = simulate_market(n, 320, n_sectors=11, seed=4)
+    cfg = m.config(Config())
+    fr = twin_frame(synthetic_embeddings(m.prices, m.index, dim=128), m.prices, m.index, cfg)
+    print(f"simulated {n} stocks x 320 days + synthetic embeddings + twin_frame: {time.perf_counter() - t0:.1f} s")
+    cut = pd.Timestamp(m.prices.date.unique()[300])
+    spec, tickers = TwinSpec.from_config(cfg), list(m.stocks.ticker)
+    fine_tune_many(tickers[:2], fr, spec, cfg, cut)                      # warm-up (imports, first vmap trace)
+    rows = []
+    for k in ns:
+        la0 = os.getloadavg()[0]
+        t0 = time.perf_counter(); tw, met, failed = fine_tune_many(tickers[:k], fr, spec, cfg, cut); b = time.perf_counter() - t0
+        one = np.nan
+        if k <= one_by_one_max:
+            t0 = time.perf_counter()
+            for t in tickers[:k]: fine_tune(t, fr, spec, cfg, cut)
+            one = time.perf_counter() - t0
+        ep = pd.Series([r["epochs"] for r in met.values()])
+        rows.append(dict(twins=k, trained=len(tw), batched_s=b, one_by_one_s=one, speedup=one / b, median_steps=ep.median(),
+                         max_steps=ep.max(), load_before=la0, load_after=os.getloadavg()[0]))
+    df = pd.DataFrame(rows)
+    print(df.round(2).to_string(index=False))
+    return df
 
 
 def _twins(n: int, spec: TwinSpec, seed: int = 0) -> list[DigitalTwin]:
@@ -64,15 +101,15 @@ def bench_inference(reps: int):
         spec = TwinSpec.from_config(Config().replace(twins={"options": options}))
         for n in (20, 50):
             ts = _twins(n, spec)
-            emb, reg = torch.randn(n, 128), torch.randn(n, 6)
+            emb, reg, pr = torch.randn(n, 128), torch.randn(n, 6), _prior(n)
             opt = torch.randn(n, 40) if options else None
             stack_s = _time(lambda: TwinStack.of(ts), max(3, reps // 10))
             st = TwinStack.of(ts)
             for threads in (1, torch.get_num_threads()):
                 n0 = torch.get_num_threads(); torch.set_num_threads(threads)
                 try:
-                    v = _time(lambda: st(emb, reg, opt), reps)
-                    lp = _time(lambda: loop_forward(ts, emb, reg, opt), max(3, reps // 5))
+                    v = _time(lambda: st(emb, reg, pr, opt), reps)
+                    lp = _time(lambda: loop_forward(ts, emb, reg, pr, opt), max(3, reps // 5))
                 finally:
                     torch.set_num_threads(n0)
                 rows.append(dict(options=options, twins=n, threads=threads, params_each=ts[0].n_params,
@@ -93,10 +130,10 @@ def bench_gpu(reps: int):
         spec = TwinSpec.from_config(Config().replace(twins={"options": options}))
         for n in (50, 500):
             st = TwinStack.of([t.to(dev) for t in _twins(n, spec)])
-            emb, reg = torch.randn(n, 128), torch.randn(n, 6)
+            emb, reg, pr = torch.randn(n, 128), torch.randn(n, 6), _prior(n)
             opt = torch.randn(n, 40) if options else None
             def run():
-                o = st(emb.to(dev), reg.to(dev), None if opt is None else opt.to(dev))
+                o = st(emb.to(dev), reg.to(dev), pr.to(dev), None if opt is None else opt.to(dev))
                 o = {k: v.cpu() for k, v in o.items()}
                 torch.cuda.synchronize()
                 return o
@@ -119,7 +156,7 @@ def _market_store(n_stocks: int, n_days: int, dim: int = 128, seed: int = 0):
 
 
 def bench_fine_tune(n_twins: int):
-    print(f"\n## Fine-tune time per twin (full-size spec, twins section defaults: max_epochs 200, patience 15; {n_twins} twins, in-process)")
+    print(f"\n## Fine-tune time per twin, one at a time (full-size spec, twins section defaults; {n_twins} twins, in-process)")
     m, st, cfg = _market_store(max(n_twins, 2), 500, seed=1)
     cut = pd.Timestamp(m.prices.date.unique()[480])
     fr = twin_frame(st.read("embeddings"), st.prices(), m.index, cfg)
@@ -138,7 +175,7 @@ def bench_fine_tune(n_twins: int):
 
 
 def bench_retrain(n: int, n_jobs: int):
-    print(f"\n## retrain_all: {n} twins, n_jobs={n_jobs} (joblib/loky processes; includes worker start-up and the store read)")
+    print(f"\n## retrain_all: {n} twins in one batch (includes the store read and {n} checkpoint writes)")
     m, st, cfg = _market_store(n, 500, seed=2)
     with tempfile.TemporaryDirectory() as d:
         c = cfg.replace(data={"checkpoint_dir": d}, universe={"pilot": list(m.stocks.ticker)})
@@ -200,6 +237,7 @@ def main():
     ap.add_argument("--train-500", action="store_true", help="fine-tune the 500 twins instead of checkpointing random ones")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--gpu-only", action="store_true", help="only the CUDA inference section")
+    ap.add_argument("--batched-only", action="store_true", help="only the batched vs one-by-one fine-tuning table")
     a = ap.parse_args()
     print("# bench_twins")
     print(f"machine: {platform.platform()} | {platform.processor() or platform.machine()} | CPUs {os.cpu_count()} | "
@@ -209,6 +247,9 @@ def main():
           "timings depend on shapes only.")
     if a.gpu_only:
         bench_gpu(reps=50); return
+    if a.batched_only:
+        bench_batched((16, 50) if a.quick else (16, 50, 500)); return
+    bench_batched((16, 50) if a.quick else (16, 50, 500))
     bench_inference(reps=20 if a.quick else 200)
     bench_fine_tune(3 if a.quick else 6)
     bench_retrain(20, a.n_jobs)

@@ -132,13 +132,22 @@ class TwinConfig(_Section):
     options: bool = Field(False, description="Enable the options encoder (needs options features for the stock).")
     window_months: int = Field(6, ge=1, description="Months of history before the cutoff a twin is fine-tuned on.")
     val_frac: float = Field(0.2, gt=0, lt=1, description="Time-ordered validation tail for early stopping.")
-    max_epochs: int = Field(200, ge=1, description="Upper bound on fine-tuning epochs (early stopping usually ends sooner).")
-    patience: int = Field(15, ge=1, description="Epochs without validation improvement before stopping.")
+    max_epochs: int = Field(100, ge=0, description="Upper bound on fine-tuning steps (full-batch, so a step is an epoch; early stopping usually ends sooner; 0: the calibrated priors).")
+    patience: int = Field(8, ge=1, description="Steps without validation improvement before a stock's twin stops (per stock, by masking).")
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate for fine-tuning.")
     loss_weights: dict[str, float] = Field(default_factory=lambda: {"ret": 1.0, "hit": 1.0, "vol": 0.5, "quantile": 1.0, "regime": 0.5},
                                            description="Weights of the twin's losses.")
     n_jobs: int = Field(2, ge=1, description="Local processes for retraining all twins (joblib).")
     ray_address: str | None = Field(None, description="Ray cluster address; when set, retraining fans out with Ray instead of joblib.")
+    cal_frac: float = Field(0.2, gt=0, lt=0.5, description="Time-ordered calibration tail of the window (after the validation part): routing evidence, Platt scaling and the conformal margin.")
+    vol_prior: Literal["ewma", "garch"] = Field("garch", description="Volatility prior the twin corrects: EWMA (lambda 0.94) or GARCH(1,1) refitted every year end (point in time).")
+    return_prior: Literal["foundation", "history"] = Field("foundation", description="Return and hit-probability prior: the foundation's heads (stored beside the embeddings) or the stock's trailing mean 5-day return and up share.")
+    shrinkage: float = Field(0.01, ge=0, description="Decoupled weight decay pulling the correction towards zero, i.e. the twin towards its prior (chosen on data before 2005).")
+    vol_bound: float = Field(0.7, gt=0, description="Bound on |log(twin vol / prior vol)| (and on the quantile spread's log-rescaling).")
+    platt_l2: float = Field(50.0, ge=0, description="Pseudo-rows pulling the Platt scaling of hit probabilities towards the identity.")
+    min_cal_rows: int = Field(100, ge=1, description="Calibration rows a stock needs for its own calibration; stocks with fewer are calibrated on their pooled rows.")
+    route_z: float = Field(1.0, ge=0, description="A twin serves an output only where its mean loss on the calibration tail is below its prior's by this many standard errors (0: merely below).")
+    regime_smoothing: float = Field(50.0, ge=0, description="Pseudo-counts on the diagonal of each row of the regime transition prior (towards persistence).")
 
 class RegimeConfig(_Section):
     "Thresholds of the rule-based regime labeller (fixed before looking at test years)."

@@ -20,7 +20,8 @@ from .store import atomic_write
 
 # %% auto #0
 __all__ = ['QUICK_TICKERS', 'QUICK_START', 'MIN_TRAIN_DAYS', 'walk_forward_splits', 'make_panels', 'walk_forward',
-           'run_walk_forward', 'forecaster_names', 'make_forecasters', 'quick_config', 'check_history', 'evaluate']
+           'run_walk_forward', 'periodic_foundation', 'forecaster_names', 'make_forecasters', 'quick_config',
+           'check_history', 'evaluate']
 
 # %% ../nbs/90_evaluation.ipynb #c411c954
 _REFIT = {"yearly": "Y", "monthly": "M", "weekly": "W-FRI"}
@@ -149,6 +150,45 @@ def run_walk_forward(models: Sequence[Forecaster], # models to evaluate
 QUICK_TICKERS = ("AAPL", "JNJ", "JPM", "XOM")
 QUICK_START = "2012-01-01"   # the quick run uses prices from here on (7 years of training before 2019)
 
+# %% ../nbs/90_evaluation.ipynb #b443ac11
+def periodic_foundation(prices: pd.DataFrame, index: pd.DataFrame | None, cfg: Config,
+                        every_years: float = 3.0,         # refit when a split's training end is this many years past the last fit
+                        save_dir: str | os.PathLike | None = None, # foundation artefacts are saved here and reloaded on a rerun
+                        refit_dates: Sequence | None = None, # the fit dates, fixed in advance (a resumed run then refits where a whole run would)
+                        **pretrain_kw) -> Forecaster:
+    "A `FoundationForecaster` refit every `every_years` years on an expanding window (resumable with `save_dir`)."
+    from stock_twins.embed import FoundationForecaster
+    from stock_twins.pretrain import load_foundation, pretrain, save_foundation
+    from stock_twins.checkpoint import list_artifacts
+
+    class _Periodic(FoundationForecaster):
+        refit = True
+        def fit(self, train: Panel):
+            last = getattr(self, "last_fit_", None)
+            if refit_dates is not None:
+                due = max([pd.Timestamp(d) for d in refit_dates if pd.Timestamp(d) <= train.end], default=train.end)
+            else:
+                due = last if last is not None and train.end < last + pd.DateOffset(days=round(365.25 * every_years)) else train.end
+            if self.model is not None and last == due:
+                if pd.Timestamp(self.model.meta["train_end"]) > train.end:
+                    raise ValueError(f"{self.name}: model trained up to {self.model.meta['train_end']}, after {train.end:%Y-%m-%d}")
+                return self
+            train = Panel(train.features[train.features["date"] <= due], train.start, due)
+            model = None
+            if save_dir is not None and Path(save_dir).exists():
+                c = list_artifacts(save_dir, "foundation")
+                c = c[c["error"].isna() & (pd.to_datetime(c["cutoff"]) == train.end)] if len(c) else c
+                for p in c.get("path", []):
+                    try: model = load_foundation(p, spec=self.kw.get("spec")); break
+                    except Exception: continue
+            if model is None:
+                model, _ = pretrain(self.prices, self.index, self.cfg, train_end=train.end, store=self._store, **{"feats": self._features(), **self.kw})
+                if save_dir is not None: save_foundation(model, save_dir)
+            self.model, self._cache, self.last_fit_ = model, {}, due
+            self.fits_ = getattr(self, "fits_", []) + [due]
+            return self
+    return _Periodic(prices, index, cfg, **pretrain_kw)
+
 # %% ../nbs/90_evaluation.ipynb #495f9f87
 def _names(models) -> list:
     if isinstance(models, (str, Forecaster)): models = [models]
@@ -169,6 +209,8 @@ def make_forecasters(models,                             # names ('a,b' or a lis
                      cfg: Config,                        # horizon, seed; the `main` section sizes the foundation
                      prices: pd.DataFrame | None = None, # the prices the foundation is pretrained on (foundation-based models only)
                      index: pd.DataFrame | None = None,  # the market index, or None
+                     foundation_every: float | None = None, # refit the foundation every this many years (None: once, at the first split)
+                     foundation_dir: str | os.PathLike | None = None, # with foundation_every: save and reuse its fits here
                     ) -> list[Forecaster]:
     "Models by name from the one registry; every foundation-based model (probe, twins) shares one foundation."
     from stock_twins.baselines import BASELINES, make_baselines
@@ -186,7 +228,9 @@ def make_forecasters(models,                             # names ('a,b' or a lis
             m = cfg.main
             spec = (FoundationSpec.tiny(len(REAL_FEATURES), len(cfg.universe.sectors), embed_dim=cfg.foundation.embed_dim) if m.tiny else
                     FoundationSpec.from_config(cfg, len(REAL_FEATURES), len(cfg.universe.sectors), hidden=m.hidden))
-            shared["f"] = FoundationForecaster(prices, index, cfg, spec=spec, epochs=m.epochs, date_stride=m.date_stride)
+            kw = dict(spec=spec, epochs=m.epochs, date_stride=m.date_stride)
+            shared["f"] = (FoundationForecaster(prices, index, cfg, **kw) if foundation_every is None else
+                           periodic_foundation(prices, index, cfg, foundation_every, foundation_dir, **kw))
         return shared["f"]
     for m in items:
         if isinstance(m, Forecaster): out.append(m)

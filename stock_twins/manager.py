@@ -19,7 +19,8 @@ from .data import check_tickers
 from .regime import REGIME_FEATURES
 from .schema import OPTIONS_FEATURES, PRED_COLUMNS, PROB_COLUMNS, emb_columns, prediction_frame, validate_predictions
 from .store import Store
-from .twin import DigitalTwin, TwinSpec, forecast_values
+from .priors import PRIOR_COLUMNS
+from .twin import ROUTED, DigitalTwin, TwinSpec, forecast_values
 from .twin_data import load_twin_frame
 from .twin_train import list_twins, load_twin, one_thread, retrain_all, twin_config_hash
 
@@ -50,21 +51,22 @@ class TwinStack:
 
     def __call__(self, emb: Tensor,        # [N, E] row i for twin i
                  reg: Tensor,              # [N, R]
+                 prior: Tensor,            # [N, 4] PRIOR_COLUMNS
                  opt: Tensor | None = None, # [N, 40] (options twins only)
                 ) -> dict[str, Tensor]:
         "Each twin's forecasts for its own row, under `torch.inference_mode()`. Shapes: -> [N] or [N, K] as `DigitalTwin.forward`."
         if emb.shape[0] != len(self): raise ValueError(f"{emb.shape[0]} input rows for {len(self)} twins")
-        def one(p, b, e, r, *o):                                            # e [E], r [R], o [40]
-            out = functional_call(self.base, (p, b), (e[None], r[None], *(x[None] for x in o)))
+        def one(p, b, e, r, pr, *o):                                        # e [E], r [R], pr [4], o [40]
+            out = functional_call(self.base, (p, b), (e[None], r[None], pr[None], *(x[None] for x in o)))
             return {k: v[0] for k, v in out.items()}                         # drop the batch of 1
-        args = (emb, reg) if opt is None else (emb, reg, opt)
+        args = (emb, reg, prior) if opt is None else (emb, reg, prior, opt)
         with torch.inference_mode():
             return torch.vmap(one)(self.params, self.buffers, *args)
 
-def loop_forward(twins: Sequence[DigitalTwin], emb: Tensor, reg: Tensor, opt: Tensor | None = None) -> dict[str, Tensor]:
+def loop_forward(twins: Sequence[DigitalTwin], emb: Tensor, reg: Tensor, prior: Tensor, opt: Tensor | None = None) -> dict[str, Tensor]:
     "The reference: twin i on row i, one call per twin (what `TwinStack` replaces)."
     with torch.inference_mode():
-        outs = [t.eval()(emb[i:i + 1], reg[i:i + 1], None if opt is None else opt[i:i + 1]) for i, t in enumerate(twins)]
+        outs = [t.eval()(emb[i:i + 1], reg[i:i + 1], prior[i:i + 1], None if opt is None else opt[i:i + 1]) for i, t in enumerate(twins)]
     return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
 
 # %% ../nbs/21_twin_manager.ipynb #3bdbfd22
@@ -158,7 +160,7 @@ class TwinManager:
                 date,                                   # forecast origin t
                 inputs: pd.DataFrame | None = None,     # a `twin_frame` holding rows at `date`; None reads the store
                ) -> pd.DataFrame:
-        "Forecasts at `date` in the PRED_COLUMNS schema plus `source` ('twin' or 'fallback'), one row per ticker, in order."
+        "Forecasts at `date` in the PRED_COLUMNS schema plus `source` ('twin', 'prior' or 'fallback'), one row per ticker, in order."
         tickers = [tickers] if isinstance(tickers, str) else list(dict.fromkeys(tickers))
         check_tickers(tickers, self.cfg)
         date = pd.Timestamp(date)
@@ -166,7 +168,9 @@ class TwinManager:
         mine = [t for t in tickers if paths[t] is not None]
         other = [t for t in tickers if paths[t] is None]
         parts = []
-        if mine: parts.append(self._predict_twins(mine, tuple(paths[t] for t in mine), date, inputs).assign(source="twin"))
+        if mine:
+            pt = self._predict_twins(mine, tuple(paths[t] for t in mine), date, inputs)   # loads the twins
+            parts.append(pt.assign(source=["twin" if bool(self._twins[paths[t]].route.any()) else "prior" for t in mine]))
         if other:
             if self.fallback is None:
                 raise ValueError(f"no twin for {other} at {date:%Y-%m-%d} (not pilots, or no checkpoint with cutoff <= that date) "
@@ -204,5 +208,17 @@ class TwinManager:
             bad = [t for t, ok in zip(tickers, np.isfinite(rows[list(OPTIONS_FEATURES)].to_numpy(float)).all(1)) if not ok]
             if bad: raise ValueError(f"no options features on {date:%Y-%m-%d} for {bad}, which have options twins")
             opt = f(OPTIONS_FEATURES)
-        with one_thread(): out = self._stack(paths)(f(emb_columns(s.emb_dim)), f(REGIME_FEATURES), opt)  # tiny ops: threads only cost
+        bad = [t for t, ok in zip(tickers, np.isfinite(rows[list(PRIOR_COLUMNS[:3])].to_numpy(float)).all(1)) if not ok]
+        if bad: raise ValueError(f"no priors on {date:%Y-%m-%d} for {bad} (foundation heads or too little price history)")
+        prior = f(PRIOR_COLUMNS).nan_to_num(-1.0)
+        with one_thread(): out = self._stack(paths)(f(emb_columns(s.emb_dim)), f(REGIME_FEATURES), prior, opt)  # tiny ops: threads only cost
         return prediction_frame(pd.DataFrame({"date": date, "ticker": tickers}), self.name, **forecast_values(out, s))
+
+    def routes(self, tickers: Sequence[str], date) -> pd.DataFrame:
+        "Per ticker with a twin at `date`: True where the twin serves an output (ROUTED columns), False where its prior does."
+        date = pd.Timestamp(date)
+        out = {}
+        for t in dict.fromkeys([tickers] if isinstance(tickers, str) else tickers):
+            tw = self.twin(t, date)
+            if tw is not None: out[t] = dict(zip(ROUTED, (tw.route > 0.5).tolist()))
+        return pd.DataFrame.from_dict(out, orient="index", columns=list(ROUTED)).rename_axis("ticker").reset_index()

@@ -651,6 +651,7 @@ def walk_forward_twins(data: pd.DataFrame,          # `twin_frame` rows (with OP
                       ) -> pd.DataFrame:
     "Fine-tune one twin per (ticker, cutoff) and predict the following dates: prediction-schema rows with `y_ret` joined (capability checks)."
     import torch
+    from stock_twins.priors import PRIOR_COLUMNS
     from stock_twins.regime import REGIME_FEATURES
     from stock_twins.schema import emb_columns, prediction_frame
     from stock_twins.twin_train import fine_tune, one_thread
@@ -667,7 +668,7 @@ def walk_forward_twins(data: pd.DataFrame,          # `twin_frame` rows (with OP
             twin, _ = fine_tune(tk, data, spec, cfg, c0)
             f = lambda cols: torch.as_tensor(rows[list(cols)].to_numpy(np.float32))
             with torch.inference_mode(), one_thread():
-                o = twin(f(emb_columns(spec.emb_dim)), f(REGIME_FEATURES), f(OPTIONS_FEATURES) if spec.options else None)
+                o = twin(f(emb_columns(spec.emb_dim)), f(REGIME_FEATURES), f(PRIOR_COLUMNS), f(OPTIONS_FEATURES) if spec.options else None)
             out.append(prediction_frame(rows, name, exp_return=o["exp_return"].double().numpy(), hit_prob=o["hit_prob"].double().numpy())
                        .assign(y_ret=rows["y_ret"].to_numpy(), cutoff=c0))
     return pd.concat(out, ignore_index=True)

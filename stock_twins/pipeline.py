@@ -462,10 +462,13 @@ def run_main(cfg: Config | None = None,  # config; None loads it
         done(", ".join(f"{v} {k}" for k, v in counts.items()))
         failed = twins[twins["status"] == "failed"]
         for r in failed.itertuples(): print(f"   twin {r.ticker} failed: {r.reason} (its forecasts come from the fallback)")
-        neutral = twins.loc[(twins["status"] != "failed") & (twins["best_epoch"] == 0), "ticker"].tolist()
-        if neutral and progress:
-            print(f"   no gain over the untrained twin on validation for {', '.join(neutral)}: early stopping kept the neutral "
-                  "twin (exp_return 0, hit_prob 0.5, the window's average vol)")
+        ok = twins[twins["status"] != "failed"]
+        if progress and len(ok):
+            serves = ok["serves"].fillna("")
+            by_out = {k: int(serves.str.contains(k).sum()) for k in ("ret", "hit", "vol", "quantile", "regime")}
+            print(f"   routing by evidence (calibration window before the cutoff): the twin serves " +
+                  ", ".join(f"{k} for {v}" for k, v in by_out.items()) + f" of {len(ok)} stocks, the prior the rest; "
+                  f"{int((serves == '').sum())} twins serve no output (their stocks are served by the prior)")
         done = step("LightGBM fallback for stocks without a twin", progress)
         fb, fdir, reused = ensure_fallback(cfg, store, cutoff, force, prices, index, feats, regs)
         done(f"{'reused' if reused else 'trained'} {fdir}")
@@ -483,10 +486,12 @@ def run_main(cfg: Config | None = None,  # config; None loads it
         rep = daily_report(cfg, store, cutoff, progress=False); done(str(rep["path"]))
         publish(cfg, store)                                                  # the API serves the new day from here on
         out = dict(date=f"{cutoff:%Y-%m-%d}", stocks=len(ranked), twins=int((ranked["source"] == "twin").sum()),
+                   prior=int((ranked["source"] == "prior").sum()),
                    fallback=int((ranked["source"] == "fallback").sum()), foundation=str(fpath),
                    twin_dir=str(Path(cfg.data.checkpoint_dir) / "twin"), fallback_dir=str(fdir), csv=str(csv), report=str(rep["path"]),
                    store=f"{store.path} (table predictions)", seconds=round(time.perf_counter() - t0, 1))
         if progress:
+            print(f"\nstocks served by source: twin {out['twins']}, prior {out['prior']}, fallback {out['fallback']}")
             print(f"\nranked forecasts for the 5 trading days after {cutoff:%Y-%m-%d} "
                   f"(priority = exp_return x hit_prob / (1 + vol over the 5 days)):\n" + format_ranked(ranked))
             print(f"\ntarget portfolio for {cutoff:%Y-%m-%d} (table portfolio):\n" + format_target(tp))

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from .config import Config, load_config
 from .features import compute_labels
+from .priors import PRIOR_COLUMNS, history_priors, vol_prior
 from .regime import REGIME_FEATURES, label_regimes, regime_inputs
-from .schema import OPTIONS_FEATURES, emb_columns
+from .schema import FOUNDATION_HEAD_COLUMNS, OPTIONS_FEATURES, emb_columns
 from .store import Store
 
 # %% auto #0
@@ -28,43 +29,55 @@ def _emb_cols(df: pd.DataFrame) -> list[str]:
     if idx != list(range(len(idx))): raise KeyError(f"embedding columns must be e0..e{len(idx) - 1} without gaps")
     return emb_columns(len(idx))
 
-def twin_frame(embeddings: pd.DataFrame,            # date, ticker, e0..e{E-1} (the store's `embeddings` table)
+def twin_frame(embeddings: pd.DataFrame,            # date, ticker, e0..e{E-1}[, FOUNDATION_HEAD_COLUMNS] (the store's `embeddings` table)
                prices: pd.DataFrame,                # canonical prices of the same tickers, with history before the first embedding
                index: pd.DataFrame | None = None,   # market index (for beta_60); None: beta is missing
-               cfg: Config | None = None,           # horizon and regime thresholds; None loads the config
+               cfg: Config | None = None,           # horizon, regime thresholds, twins.vol_prior/return_prior; None loads the config
                options: pd.DataFrame | None = None, # date, ticker, OPTIONS_FEATURES (options twins only)
                features: pd.DataFrame | None = None, # `compute_features` rows at hand (the store's table); None computes them
               ) -> pd.DataFrame:
-    "One row per embedding row: embedding, REGIME_FEATURES[, OPTIONS_FEATURES] at t; targets y_ret, y_vol, y_dir, regime_next and label_end."
+    "One row per embedding row: embedding[, heads], REGIME_FEATURES, PRIOR_COLUMNS[, OPTIONS_FEATURES] at t; targets y_ret, y_vol, y_dir, regime_next and label_end."
     cfg = cfg or load_config()
-    h = cfg.features.horizon
+    h, tc = cfg.features.horizon, cfg.twins
     ec = _emb_cols(embeddings)
+    heads = [c for c in FOUNDATION_HEAD_COLUMNS if c in embeddings]
     inp = regime_inputs(prices, index, cfg, features)                # sorted by (ticker, date), one row per price row
     base = inp[["date", "ticker", *REGIME_FEATURES]].copy()
     lab = compute_labels(prices, h)
     base = base.merge(lab, on=["date", "ticker"], how="left", validate="one_to_one")
     g = base.groupby("ticker", sort=False)
-    base["regime_next"] = (label_regimes(inp, cfg)["regime"].astype(float)
-                           .groupby(inp["ticker"].to_numpy(), sort=False).shift(-h).fillna(-1).astype("int64").to_numpy())
+    reg = label_regimes(inp, cfg)["regime"].astype("int64").to_numpy()
+    base["regime_now"] = reg
+    base["regime_next"] = (pd.Series(reg, dtype=float).where(reg >= 0).groupby(inp["ticker"].to_numpy(), sort=False)
+                           .shift(-h).fillna(-1).astype("int64").to_numpy())
     base["label_end"] = g["date"].shift(-h)
-    out = embeddings[["date", "ticker", *ec]].assign(date=lambda d: pd.to_datetime(d["date"]).astype("datetime64[ns]"))
+    base = base.merge(vol_prior(prices, tc.vol_prior, h), on=["date", "ticker"], how="left", validate="one_to_one")
+    use_heads = tc.return_prior == "foundation" and {"f_exp_return", "f_hit_prob"} <= set(heads)
+    if not use_heads: base = base.merge(history_priors(prices, h), on=["date", "ticker"], how="left", validate="one_to_one")
+    out = embeddings[["date", "ticker", *ec, *heads]].assign(date=lambda d: pd.to_datetime(d["date"]).astype("datetime64[ns]"))
     out = out.merge(base, on=["date", "ticker"], how="inner", validate="one_to_one")
+    if use_heads: out = out.assign(prior_ret=out["f_exp_return"], prior_hit=out["f_hit_prob"])
     if options is not None:
         miss = [c for c in OPTIONS_FEATURES if c not in options]
         if miss: raise KeyError(f"options features frame lacks {len(miss)} columns, e.g. {miss[:5]}")
         out = out.merge(options[["date", "ticker", *OPTIONS_FEATURES]], on=["date", "ticker"], how="left", validate="one_to_one")
-    return out.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+    cols = ["date", "ticker", *ec, *heads, *REGIME_FEATURES, *PRIOR_COLUMNS, *TARGETS[:3], "regime_next", "label_end"]
+    out = out[cols + [c for c in out.columns if c not in cols]]
+    out = out.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+    out.attrs["return_prior"] = "foundation" if use_heads else "history"
+    return out
 
 def load_twin_frame(store: Store,                    # the project store (tables embeddings, prices[, features, index_prices, options_features])
                     cfg: Config,
                     tickers: Sequence[str],
                     start, end,                      # embedding dates, inclusive; prices are read up to `end` only
-                    history_days: int = 420,         # calendar days of prices before `start` for trailing features
+                    history_days: int | None = None, # calendar days of prices before `start` for trailing features and priors; None: 420 (6 years for a GARCH prior)
                     options: bool = False,           # also read the `options_features` table
                     market: tuple | None = None,     # (prices, index, features) already at hand; None reads them from the store
                    ) -> pd.DataFrame:
     "`twin_frame` from the store for `tickers` and embedding dates in [start, end], on the stored point-in-time features."
     start, end, tickers = pd.Timestamp(start), pd.Timestamp(end), list(tickers)
+    if history_days is None: history_days = 2200 if cfg.twins.vol_prior == "garch" else 420
     lo = start - pd.Timedelta(days=history_days)
     emb = store.read("embeddings", tickers, start, end)
     if market is not None:

@@ -16,7 +16,7 @@ LAYERS = [
     ("contracts", ["config", "schema", "losses", "store", "checkpoint"]),
     ("data and features", ["data", "features", "simulate", "regime"]),
     ("graph and foundation", ["graph", "foundation", "pretrain", "embed"]),
-    ("twins, fallback, manager", ["baselines", "twin", "twin_data", "twin_train", "fallback", "manager"]),
+    ("twins, fallback, manager", ["baselines", "priors", "calibration", "twin", "twin_data", "twin_train", "fallback", "manager"]),
     ("options", ["bsm", "options"]),
     ("portfolio", ["portfolio", "portfolio_env", "paper"]),
     ("agents", ["text", "policy", "explain", "agents"]),

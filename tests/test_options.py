@@ -10,6 +10,7 @@ from stock_twins.config import Config
 from stock_twins.data import ingest_prices
 from stock_twins.options import (build_options_features, generate_chains, ingest_chains, options_features_frame, options_tickers,
                                  read_chains, write_chains)
+from stock_twins.priors import PRIOR_COLUMNS
 from stock_twins.regime import REGIME_FEATURES
 from stock_twins.schema import OPTIONS_FEATURES, emb_columns
 from stock_twins.simulate import simulate_market
@@ -133,7 +134,7 @@ def test_options_and_plain_twins_side_by_side_in_one_store(tmp_path):
             twin, met = fine_tune(tk, data, TwinSpec.from_config(cfg, options=opt), cfg, cut)
             r = data[data.date == cut]
             f = lambda cols: torch.as_tensor(r[list(cols)].to_numpy(np.float32))
-            with torch.no_grad(): o = twin(f(emb_columns(8)), f(REGIME_FEATURES), f(OPTIONS_FEATURES) if opt else None)
+            with torch.no_grad(): o = twin(f(emb_columns(8)), f(REGIME_FEATURES), f(PRIOR_COLUMNS), f(OPTIONS_FEATURES) if opt else None)
             rows.append((tk, twin.spec.options, float(o["hit_prob"][0])))
         _eq([r[:2] for r in rows], [("S0001", True), ("S0002", False), ("S0003", True), ("S0004", False)])
         assert all(0 < r[2] < 1 for r in rows)
