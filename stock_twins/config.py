@@ -11,13 +11,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # %% auto #0
-__all__ = ['REGIMES', 'ProjectConfig', 'DataConfig', 'UniverseConfig', 'FeaturesConfig', 'GraphConfig', 'FoundationConfig',
-           'TwinConfig', 'RegimeConfig', 'EvaluationConfig', 'MainConfig', 'OptionsConfig', 'PortfolioConfig',
-           'LMConfig', 'BlackoutEntry', 'PolicyRules', 'AgentsConfig', 'ServeConfig', 'Config', 'find_config_file',
-           'load_config', 'save_config', 'example_config_text', 'write_example_config']
+__all__ = ['REGIMES', 'TWIN_LOSS_PARTS', 'ProjectConfig', 'DataConfig', 'UniverseConfig', 'FeaturesConfig', 'GraphConfig',
+           'FoundationConfig', 'TwinConfig', 'RegimeConfig', 'EvaluationConfig', 'MainConfig', 'OptionsConfig',
+           'PortfolioConfig', 'LMConfig', 'BlackoutEntry', 'PolicyRules', 'AgentsConfig', 'ServeConfig', 'Config',
+           'find_config_file', 'load_config', 'save_config', 'example_config_text', 'write_example_config']
 
 # %% ../nbs/00_config.ipynb #8eaea1aa
 REGIMES = ("Trending", "MeanReverting", "Choppy", "Volatile")  # regime codes 0..3 everywhere in stock_twins
+TWIN_LOSS_PARTS = ("ret", "hit", "vol", "quantile", "regime")  # the twin's losses (`stock_twins.twin.LOSS_PARTS`): keys of twins.loss_weights
 
 _SECTORS: dict[str, list[str]] = {
     "Technology": ["AAPL", "MSFT", "NVDA", "AMD", "INTC", "QCOM", "AVGO"],
@@ -136,6 +137,17 @@ class TwinConfig(_Section):
                                            description="Weights of the twin's losses.")
     n_jobs: int = Field(2, ge=1, description="Local processes for retraining all twins (joblib).")
     ray_address: str | None = Field(None, description="Ray cluster address; when set, retraining fans out with Ray instead of joblib.")
+
+    @model_validator(mode="after")
+    def _check_losses(self):
+        bad = [k for k in self.loss_weights if k not in TWIN_LOSS_PARTS]
+        if bad:
+            import difflib
+            near = {k: difflib.get_close_matches(k, TWIN_LOSS_PARTS, 1) for k in bad}
+            hint = "".join(f"; did you mean {v[0]!r} for {k!r}?" for k, v in near.items() if v)
+            raise ValueError(f"twins.loss_weights: unknown losses {bad}; the twin's losses are {list(TWIN_LOSS_PARTS)}{hint}")
+        if any(w < 0 for w in self.loss_weights.values()): raise ValueError("twins.loss_weights: weights must not be negative")
+        return self
 
 class RegimeConfig(_Section):
     "Thresholds of the rule-based regime labeller (fixed before looking at test years)."
@@ -356,6 +368,17 @@ class Config(_Section):
         return Config.model_validate(d)
 
 # %% ../nbs/00_config.ipynb #ef309190
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently: a whole section could vanish)."
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping (the first would be ignored)", k.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
 def find_config_file(path: str | os.PathLike | None = None) -> Path | None:
     "The config file to use: `path`, else `$STOCK_TWINS_CONFIG`, else `config/config.yaml` in the working directory, else None."
     for p in (path, os.environ.get("STOCK_TWINS_CONFIG"), "config/config.yaml"):
@@ -370,7 +393,7 @@ def load_config(path: str | os.PathLike | None = None, **overrides: dict) -> Con
     f = find_config_file(path)
     raw: Any = {}
     if f is not None:
-        try: raw = yaml.safe_load(f.read_text()) or {}
+        try: raw = yaml.load(f.read_text(), Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as e: raise ValueError(f"{f}: not valid YAML: {e}") from None
         if not isinstance(raw, dict): raise ValueError(f"{f}: the top level must be a mapping of sections")
     try: cfg = Config.model_validate(raw)
