@@ -397,7 +397,9 @@ def load_config(path: str | os.PathLike | None = None, **overrides: dict) -> Con
         except yaml.YAMLError as e: raise ValueError(f"{f}: not valid YAML: {e}") from None
         if not isinstance(raw, dict): raise ValueError(f"{f}: the top level must be a mapping of sections")
     try: cfg = Config.model_validate(raw)
-    except ValidationError as e: raise ValueError(f"invalid config{' in ' + str(f) if f else ''}:\n{e}") from None
+    except ValidationError as e:                                                # one line per problem, not pydantic's page
+        errs = "; ".join(f"{'.'.join(str(x) for x in er['loc']) or 'config'}: {er['msg'].removeprefix('Value error, ')}" for er in e.errors())
+        raise ValueError(f"invalid config{' in ' + str(f) if f else ''}: {errs}") from None
     return cfg.replace(**overrides) if overrides else cfg
 
 def save_config(cfg: Config, path: str | os.PathLike) -> Path:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 import pandas as pd
-from .checkpoint import CheckpointError, check_name, list_artifacts, manifest_path, read_manifest
+from .checkpoint import CheckpointError, check_name, list_artifacts, manifest_path, read_manifest, stale_tmp
 from .config import Config
 from .integrity import (clean_tmp, embeddings_plan, features_plan, graphs_plan, job_lock, options_plan, text_plan)
 from .store import LINEAGE_TABLE, Store, StoreError, read_snapshot
@@ -141,10 +141,10 @@ def check_snapshot(cfg: Config) -> list[Finding]:
     except StoreError as e: return [Finding("API snapshot", "corrupt", str(e), ["publish"])]
     return []
 
-def check_tmp(cfg: Config) -> list[Finding]:
-    "Temporary files interrupted writes left (removed by the next job)."
+def check_tmp(cfg: Config, stale_after: float = 600.0) -> list[Finding]:
+    "Temporary files interrupted writes left: their writer is dead, or unknown and they are older than `stale_after` (removed by the next job)."
     dirs = [cfg.data.checkpoint_dir, cfg.main.out_dir, cfg.agents.report_dir, cfg.serve.snapshot_dir]
-    left = [p for d in dirs if Path(d).is_dir() for p in Path(d).rglob(".*.tmp") if p.is_file()]
+    left = [p for d in dirs if Path(d).is_dir() for p in Path(d).rglob(".*.tmp") if p.is_file() and stale_tmp(p, stale_after)]
     return [Finding("temporary files", "stale", f"{len(left)} left by interrupted writes, e.g. {left[0]}", ["check", "--repair"])] if left else []
 
 def check(cfg: Config) -> list[Finding]:

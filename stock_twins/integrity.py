@@ -281,7 +281,7 @@ def check_writable(folders: Mapping[str, str | os.PathLike]) -> None:
         d = Path(d)
         try:
             d.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=".writable.", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=f".writable.{os.getpid()}-", suffix=".tmp")
             os.close(fd); os.unlink(tmp)
         except OSError as e: raise NotWritable(f"cannot write to {d} ({key}): {e.strerror}; {_fix(e, key)}") from None
 
@@ -301,14 +301,10 @@ def job_folders(cfg: Config, *kinds: str, outputs: bool = False, subjects: Seque
 _LOCKED_KINDS = ("foundation", "twin", "fallback")
 
 def clean_tmp(cfg: Config, stale_after: float = 600.0) -> list[Path]:
-    "Remove the temporary files of interrupted atomic writes: all under the locked kinds' folders, older ones elsewhere."
+    "Remove the temporary files of interrupted atomic writes: any whose writer died; of unknown writer, all under the locked kinds, older ones elsewhere."
     root = Path(cfg.data.checkpoint_dir)
     gone = [p for k in _LOCKED_KINDS for p in remove_stale_tmp(root / k)]
-    locked = {(root / k).resolve() for k in _LOCKED_KINDS}
-    for p in remove_stale_tmp(root, min_age=stale_after) + [p for d in (cfg.main.out_dir, cfg.agents.report_dir, cfg.serve.snapshot_dir)
-                                                           for p in remove_stale_tmp(d, min_age=stale_after)]:
-        if not any(q in p.resolve().parents for q in locked): gone.append(p)
-    return gone
+    return gone + [p for d in (root, cfg.main.out_dir, cfg.agents.report_dir, cfg.serve.snapshot_dir) for p in remove_stale_tmp(d, min_age=stale_after)]
 
 @contextmanager
 def job_lock(cfg: Config) -> Iterator[list[Path]]:

@@ -483,7 +483,7 @@ def save_predictions(store: Store, ranked: pd.DataFrame, out_dir: str | Path) ->
     rows = stored_predictions(ranked).assign(created=pd.Timestamp.now(tz="UTC").tz_localize(None))
     path = Path(out_dir) / f"predictions_{d:%Y-%m-%d}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")   # the CSV first, in full, beside its place
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")   # the CSV first, in full, beside its place
     old, placed = (path.read_bytes() if path.exists() else None), False
     try:
         with os.fdopen(fd, "w") as f:
@@ -726,6 +726,7 @@ def run_retrain(cfg: Config, store: Store,
         other = [t for t in tickers if t not in cfg.universe.pilot]
         if other: raise ValueError(f"{other}: not pilot stocks (universe.pilot); only pilots get twins, the others use the fallback")
     stem, rec = latest_foundation(cfg, foundation)
+    _verified_foundation(stem, foundation is not None)
     check_writable(job_folders(cfg, "twin", subjects=list(tickers or cfg.universe.pilot)))
     with job_lock(cfg) as removed:
         if removed and progress: print(f"-> removed {len(removed)} temporary files of interrupted writes: {_few_paths(removed)}")
@@ -738,7 +739,13 @@ def run_retrain(cfg: Config, store: Store,
         done(", ".join(f"{v} {k}" for k, v in s["status"].value_counts().items()))
     return s.assign(cutoff=cutoff)
 
-def _check_serving(cfg: Config, stem: Path, rec: dict, tickers: Sequence[str], date: pd.Timestamp, smoke_hint: bool = False):
+def _verified_foundation(stem: Path, explicit: bool = False):
+    "The foundation a job builds on must verify (record, size, sha256) even when its weights are not loaded."
+    try: verify_artifact(stem, "foundation")
+    except CheckpointError as e:
+        raise RepairNeeded(f"{e}; every twin and embedding of this job is built on it", ["pretrain"] if explicit else ["main"]) from None
+
+def _check_serving(cfg: Config, stem: Path, rec: dict, tickers: Sequence[str], date: pd.Timestamp):
     "Refuse to serve around corrupt artefacts: a newer foundation whose record is unreadable, a corrupt twin that would serve `date`."
     c = list_artifacts(cfg.data.checkpoint_dir, "foundation")
     bad = c[c["error"].notna()]
@@ -769,6 +776,7 @@ def run_predict(cfg: Config, store: Store,
     stem, rec = latest_foundation(cfg, foundation)
     fh = rec["sha256"]
     want = traded if tickers is None else list(dict.fromkeys(tickers))
+    _verified_foundation(stem, foundation is not None)
     _check_serving(cfg, stem, rec, [t for t in want if t in cfg.universe.pilot], date)
     check_writable({**job_folders(cfg, "fallback"), **({k: v for k, v in job_folders(cfg, outputs=True).items() if k != "agents.report_dir"} if outputs else {})})
     with job_lock(cfg) as removed:

@@ -34,7 +34,7 @@ def atomic_write(url: str | os.PathLike, mode: str = "wb") -> Iterator:
         with fs.open(path, mode) as f: yield f
         return
     p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.{os.getpid()}-", suffix=".tmp")   # the writer's pid: a killed write is found
     umask = os.umask(0); os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # the permissions a plain open() would give, not mkstemp's 0600
     try:
