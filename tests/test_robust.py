@@ -90,9 +90,6 @@ def test_corrected_price_flows_through_features_labels_graphs_embeddings_twins(w
     p.loc[p.date == "2022-12-20", "adj_close"] = 197.874
     p[["date", "ticker", "adj_close"]].to_csv(ws / "fix.csv", index=False)
     rc, out, err = cli(ws, "ingest", "--source", ws / "fix.csv"); _eq(rc, 0)
-    rc, out, err = cli(ws, "check")
-    _eq(rc, 1)                                                                  # stale, not corrupt
-    for t in ("table features", "table labels", "table graph_edges", "table embeddings", "foundation"): assert t in out, out
     rc, out, err = cli(ws, "features")
     assert rc == 0 and "features: inputs changed for 1 tickers (AAPL)" in out and "labels: inputs changed for 1 tickers (AAPL)" in out, out
     rc, out, err = cli(ws, "graph")
@@ -119,6 +116,18 @@ def test_corrected_price_flows_through_features_labels_graphs_embeddings_twins(w
         pd.testing.assert_frame_equal(st.read("features"), full)               # exactly a full recomputation
     rc, out, err = cli(ws, "check")
     assert rc == 1 and "foundation" in out and "table" not in out and "twins of" not in out, out   # only `main`'s foundation is left
+
+def test_check_says_what_a_corrected_price_made_stale(ws):
+    "`stock-twins check` after a correction: every derived table and the foundation are stale (exit 1), each with its command."
+    with Store(ws / "st.duckdb") as st:
+        from stock_twins.data import ingest_prices
+        from stock_twins.config import load_config
+        ingest_prices(st, st.read("prices", ["AAPL"], "2022-12-20", "2022-12-20").assign(adj_close=197.874), "a correction", cfg=load_config(ws / "c.yaml"))
+    rc, out, err = cli(ws, "check")
+    _eq(rc, 1)                                                                  # stale, not corrupt
+    for t, cmd in (("table features", "features"), ("table labels", "features"), ("table graph_edges", "graph"), ("table embeddings", "retrain"),
+                   ("foundation", "main")):
+        assert f"stale    {t}" in out and f"--store {ws / 'st.duckdb'} {cmd}" in out, (t, out)
 
 def test_added_ticker_gets_graph_nodes_and_edges(ws):
     "Defect 1: six tickers added later got 0 graph nodes and edges ('0 written, 1651 stored')."
@@ -168,9 +177,6 @@ def test_corrupt_foundation_fallback_and_policy(ws):
     save_artifact(pol, {"w": np.zeros(4, dtype="float32")}, "policy", "2022-12-28", "c" * 64, framework="np")
     payload_path(pol).write_bytes(b"\0" * 10)
     payload_path(fb).write_bytes(payload_path(fb).read_bytes()[:-50])
-    rc, out, err = cli(ws, "check")
-    _eq(rc, 2)
-    assert f"predict --date 2022-12-28" in out and "policy" in out and "check --repair" in out, out
     rc, out, err = cli(ws, "predict")
     assert rc == 0 and "truncated or padded" in out and "training a new one over it" in out, out + err   # predict owns the fallback of its date
     payload_path(f).write_bytes(payload_path(f).read_bytes()[:-100])
@@ -178,7 +184,10 @@ def test_corrupt_foundation_fallback_and_policy(ws):
     _one_line(rc, err)
     assert "truncated or padded" in err and err.rstrip().endswith(f"repair: stock-twins --config {ws / 'c.yaml'} --store {ws / 'st.duckdb'} main"), err
     rc, out, err = cli(ws, "check")
-    assert rc == 2 and out.count("corrupt ") == 2 and "main" in out, out      # the foundation (repair: main) and the policy
+    assert rc == 2 and out.count("corrupt ") == 2 and "main" in out and "policy" in out and "check --repair" in out, out   # the foundation and the policy
+    payload_path(fb).write_bytes(payload_path(fb).read_bytes()[:-50])
+    rc, out, err = cli(ws, "check")
+    assert rc == 2 and "predict --date 2022-12-28" in out, out
 
 def test_stale_tmp_files_are_removed_at_job_start(ws):
     "Defect 7: a killed twin write left a 0-byte `*.safetensors.*.tmp` forever."
@@ -188,11 +197,12 @@ def test_stale_tmp_files_are_removed_at_job_start(ws):
     dead = subprocess.Popen(["true"]); dead.wait()
     killed = ws / "snapshot" / f".CURRENT.json.{dead.pid}-a1b2.tmp"; killed.write_text("{")        # its writer was killed just now
     alive = ws / "reports" / f".predictions_2022-12-28.csv.{os.getpid()}-c3d4.tmp"; alive.write_text("in flight")
-    rc, out, err = cli(ws, "check")
-    assert rc == 1 and "temporary files" in out and "2 left by interrupted writes" in out, out
     rc, out, err = cli(ws, "retrain")
     assert rc == 0 and "removed 3 temporary files" in out, out + err
     _eq((left.exists(), old.exists(), killed.exists(), alive.exists()), (False, False, False, True))   # never a live writer's
+    killed.write_text("{")
+    rc, out, err = cli(ws, "check")
+    assert rc == 1 and "temporary files" in out and "1 left by interrupted writes" in out, out
     alive.unlink()
 
 # ---------------------------------------------------------------- 3. failures are failures
@@ -220,12 +230,13 @@ def test_config_typos_are_refused_at_load(ws):
 
 def test_main_says_what_served_each_failed_twin_and_exits_2(ws, monkeypatch):
     "Defect 3: `main --force` printed 'its forecasts come from the fallback' 16 times, then served 16 rows from the old twins."
+    import stock_twins.pipeline as pl
     import stock_twins.twin_train as tt
     def refuse(*a, **k): raise PermissionError(13, "Permission denied", str(ws / "ck" / "twin"))
-    monkeypatch.setattr(tt, "save_twin", refuse)
-    with Store(ws / "st.duckdb") as st:                                        # the twins' inputs changed: main retrains them
-        lin = st.lineage("twins"); st.set_lineage("twins", lin.assign(input_hash="stale"))
-    rc, out, err = cli(ws, "main")
+    monkeypatch.setattr(tt, "save_twin", refuse)                               # every twin's checkpoint write fails
+    keep = pl.ensure_foundation                                                # (the same foundation, to keep the test short)
+    monkeypatch.setattr(pl, "ensure_foundation", lambda *a, **k: keep(*a, **{**k, "force": False}))
+    rc, out, err = cli(ws, "main", "--force")
     _one_line(rc, err)
     with Store(ws / "st.duckdb", read_only=True) as st: served = st.read("predictions").set_index("ticker").source
     for t in ("AAPL", "MSFT", "KO", "JNJ"):
@@ -313,6 +324,7 @@ def test_a_bad_pilot_is_skipped_while_the_others_train(ws):
     evil = s[(s.ticker == "PG") & (s.date >= "2018-01-01")].assign(ticker="../../evil")
     evil[["date", "ticker", "adj_close"]].to_csv(ws / "evil.csv", index=False)
     _eq(cli(ws, "ingest", "--source", ws / "evil.csv")[0], 0)                   # an unknown ticker is accepted (with a warning)
+    with Store(ws / "st.duckdb") as st: st.upsert("embeddings", st.read("embeddings", ["AAPL"]).assign(ticker="../../evil"))   # it has embeddings
     rc, out, err = cli(ws, "retrain")
     _one_line(rc, err)
     assert "pilot '../../evil' skipped: not usable as a checkpoint name" in out, out
@@ -370,18 +382,25 @@ def test_info_on_a_store_with_an_oddly_named_table(ws):
     assert rc == 0, out                                                          # read in full, like every table
 
 def test_ctrl_c_during_training_ends_with_the_clis_message(ws):
-    "Defect 7: SIGINT during training ended with Lightning's message instead of the CLI's."
+    "Defect 7: SIGINT during training ended with Lightning's message (and its exit code 1) instead of the CLI's."
+    (ws / "c.yaml").write_text((ws / "c.yaml").read_text().replace("epochs: 1\n", "epochs: 200\n"))   # a new foundation, long enough to interrupt
     exe = Path(sys.executable).parent / "stock-twins"
-    p = subprocess.Popen([str(exe), "--config", str(ws / "c.yaml"), "--store", str(ws / "st.duckdb"), "main", "--force"],
+    p = subprocess.Popen([str(exe), "--config", str(ws / "c.yaml"), "--store", str(ws / "st.duckdb"), "main"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in p.stdout:
-        if line.startswith("-> foundation"): break
-    time.sleep(4)                                                               # inside Lightning's fit
+    seen, t0 = "", time.time()
+    while "GPU available" not in seen and time.time() - t0 < 300:                # Lightning's Trainer exists: `fit` comes next
+        chunk = os.read(p.stderr.fileno(), 4096).decode(errors="replace")
+        if not chunk: break
+        seen += chunk
+    assert "GPU available" in seen, seen[-2000:]
+    time.sleep(3)                                                               # inside `Trainer.fit` (200 epochs)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
+    err = seen + err
     assert p.returncode == 130, (p.returncode, out[-2000:], err[-2000:])
     assert err.rstrip().splitlines()[-1].startswith("stock-twins main: interrupted: nothing partial was written"), err[-2000:]
     assert "Traceback" not in err, err[-3000:]
+    _eq(len(list((ws / "ck" / "foundation" / "all").glob("*.json"))), 1)        # the interrupted foundation was not saved
 
 # ---------------------------------------------------------------- kill -9 at each step of `main --smoke`, then rerun
 STEPS = ["-> your universe", "-> point-in-time features", "-> correlation graphs", "-> foundation", "-> embeddings", "-> twins",
