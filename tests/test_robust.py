@@ -243,6 +243,12 @@ def test_main_says_what_served_each_failed_twin_and_exits_2(ws, monkeypatch):
         assert served[t] == "twin" and f"twin {t} failed: PermissionError" in err and "its forecast comes from an earlier twin checkpoint" in err, err
     assert "from the fallback" not in err
 
+def test_the_configs_loss_names_are_the_twins():
+    "The config validates `twins.loss_weights` against its own list of the twin's losses: it must stay the twin's (`twin.LOSS_PARTS`)."
+    from stock_twins.config import TWIN_LOSS_PARTS
+    from stock_twins.twin import LOSS_PARTS
+    _eq(tuple(TWIN_LOSS_PARTS), tuple(LOSS_PARTS))
+
 # ---------------------------------------------------------------- 4. no traceback reaches a user
 def _unwritable(path: Path):
     "Make `path` read-only for the CLI process: chmod, plus dropping root's capability to ignore it."
@@ -316,6 +322,24 @@ def test_corrupt_store_block_is_one_line_found_by_check_and_repaired(ws):
     _eq(cli(ws, "features")[0], 0)
     rc, out, err = cli(ws, "check")
     assert rc == 0 and "all is well" in out, out
+
+def test_os_errors_and_bugs_are_one_line(tmp_path, monkeypatch):
+    "Defect 4: OS errors (here a full disk, raised where a temporary file was written) and anything unexpected reach the user as one line."
+    import errno
+    import stock_twins.pipeline as pl
+    def full(*a, **k): raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "reports" / f".predictions_2022-12-28.csv.{os.getpid()}-ab12.tmp"))
+    monkeypatch.setattr(pl, "run_features", full)
+    out, err = io.StringIO(), io.StringIO()
+    Store(tmp_path / "s.duckdb").close()
+    with Store(tmp_path / "s.duckdb") as st: st.upsert("prices", pd.DataFrame({"date": [pd.Timestamp("2022-12-28")], "ticker": ["AAPL"], "close": [1.0]}))
+    with redirect_stdout(out), redirect_stderr(err): rc = main(["--store", str(tmp_path / "s.duckdb"), "features"])
+    _one_line(rc, err.getvalue())
+    assert f"cannot write {tmp_path / 'reports' / 'predictions_2022-12-28.csv'}: No space left on device; the disk is full" in err.getvalue(), err.getvalue()
+    monkeypatch.setattr(pl, "run_features", lambda *a, **k: [][1])
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err): rc = main(["--store", str(tmp_path / "s.duckdb"), "features"])
+    _one_line(rc, err.getvalue(), code=1)
+    assert "internal error: IndexError: list index out of range (this is a bug; set STOCK_TWINS_DEBUG=1" in err.getvalue(), err.getvalue()
 
 # ---------------------------------------------------------------- 5. a bad pilot ticker is contained
 def test_a_bad_pilot_is_skipped_while_the_others_train(ws):
