@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 import pandas as pd
-from .checkpoint import (CheckpointError, artifact_stem, check_name, find_artifact, json_hash, list_artifacts, payload_path,
-                                    read_manifest, read_record, record_path, verify_artifact)
+from .checkpoint import (CheckpointError, artifact_stem, check_name, find_artifact, json_hash, list_artifacts, read_manifest,
+                                    read_record, verify_artifact)
 from .config import Config, REGIMES, load_config
 from .integrity import (Update, check_writable, data_fingerprint, embeddings_plan, job_folders, job_lock, options_plan,
-                                   record_embeddings, record_options, record_text, refresh_features, refresh_graphs, text_plan, trading_day)
+                                   record_embeddings, record_options, record_text, refresh_features, refresh_graphs, trading_day)
 from .schema import PROB_COLUMNS, STORED_PRED_COLUMNS, stored_predictions
 from .store import Store, atomic_write
 
