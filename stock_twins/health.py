@@ -11,7 +11,7 @@ from typing import Sequence
 import pandas as pd
 from .checkpoint import CheckpointError, check_name, list_artifacts, manifest_path, read_manifest, stale_tmp
 from .config import Config
-from .integrity import (clean_tmp, embeddings_plan, features_plan, graphs_plan, job_lock, options_plan, text_plan)
+from .integrity import (clean_tmp, embeddings_plan, features_plan, graphs_plan, job_lock, options_plan, text_plan, twin_input)
 from .store import LINEAGE_TABLE, Store, StoreError, read_snapshot
 
 # %% auto #0
@@ -83,12 +83,11 @@ def check_lineage(store: Store, cfg: Config, bad: set = frozenset()) -> list[Fin
             if stale: out.append(Finding("table embeddings", "stale", f"{len(stale)} dates from {stale[0]:%Y-%m-%d} were embedded before their "
                                          f"prices or index changed", ["retrain"]))
     if "lineage" not in bad and store.has("lineage"):
-        from stock_twins.pipeline import _twin_input
         lin = store.lineage("twins")
         if len(lin):
             parts = lin["part"].str.split("|", expand=True).set_axis(["ticker", "cutoff", "key"], axis=1).assign(h=lin["input_hash"].to_numpy())
             for cut, g in parts.groupby("cutoff"):
-                cur = _twin_input(jc, store, cut)
+                cur = twin_input(jc, store, cut)
                 old = sorted(g.loc[g["h"] != cur, "ticker"])
                 if old: out.append(Finding(f"twins of {cut}", "stale", f"{len(old)} twins ({', '.join(old[:8])}{' ...' if len(old) > 8 else ''}) were "
                                            "trained before their prices or index changed", ["retrain", "--cutoff", cut, "--tickers", ",".join(old)]))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
-from .checkpoint import json_hash, remove_stale_tmp
+from .checkpoint import CheckpointError, check_name, json_hash, read_manifest, remove_stale_tmp, verify_artifact
 from .config import Config
 from .features import CROSS_SECTIONAL, FEATURES, compute_features, compute_labels, cross_sectional
 from .store import Store
@@ -25,7 +25,8 @@ from .store import Store
 __all__ = ['code_hash', 'Update', 'price_hashes', 'index_hash', 'data_fingerprint', 'features_recipe', 'labels_recipe',
            'features_plan', 'refresh_features', 'graph_recipe', 'graph_hashes', 'graphs_plan', 'refresh_graphs',
            'embeddings_recipe', 'embedding_hashes', 'embeddings_plan', 'record_embeddings', 'options_recipe',
-           'options_hashes', 'options_plan', 'record_options', 'text_hashes', 'text_plan', 'record_text', 'NotWritable',
+           'options_hashes', 'options_plan', 'record_options', 'text_hashes', 'text_plan', 'record_text',
+           'valid_ticker', 'stem_cutoff', 'twin_problems', 'twin_input', 'stale_twins', 'record_twins', 'NotWritable',
            'check_writable', 'job_folders', 'clean_tmp', 'job_lock', 'trading_day']
 
 # %% ../nbs/70a_integrity.ipynb #c4763554
@@ -263,6 +264,62 @@ def text_plan(store: Store, version: str) -> tuple[list, Update]:
 
 def record_text(store: Store, version: str) -> int:
     return store.set_lineage("text_features", _parts(text_hashes(store, version), ["all"], version))
+
+# %% ../nbs/70a_integrity.ipynb #b6b5d92f
+def valid_ticker(t) -> bool:
+    "Whether `t` can name a twin's checkpoint folder (letters, digits, '.', '_', '-')."
+    try: check_name(t, "ticker"); return True
+    except ValueError: return False
+
+def _twin_key(cfg: Config, foundation_hash: str) -> str:
+    "The 12 hex digits that name this config's twins on this foundation (`twin_train.twin_stem`)."
+    from stock_twins.twin_train import twin_config_hash
+    return json_hash([twin_config_hash(cfg), foundation_hash])[:12]
+
+def stem_cutoff(p: Path) -> pd.Timestamp | None:
+    "The cutoff an artefact's stem is named by (`<cutoff>_<hash12>`), or None."
+    try: return pd.Timestamp(p.name.split("_")[0])
+    except ValueError: return None
+
+def twin_problems(cfg: Config, tickers: Sequence[str], foundation_hash: str, date=None) -> list[dict]:
+    "Corrupt twin checkpoints of this config and foundation that would serve `tickers` at `date`: the newest one per ticker (and the deployed one), verified."
+    root, key = Path(cfg.data.checkpoint_dir) / "twin", _twin_key(cfg, foundation_hash)
+    date = None if date is None else pd.Timestamp(date)
+    dep = read_manifest(cfg.data.checkpoint_dir, "twin") or {"entries": {}}
+    out = []
+    for t in tickers:
+        if not valid_ticker(t) or not (root / t).is_dir(): continue
+        stems = {Path(str(p)[:-len(p.suffix)]) for p in (root / t).glob(f"*_{key}.*") if p.suffix in (".json", ".safetensors")}
+        stems = sorted((c, st) for st in stems if (c := stem_cutoff(st)) is not None and (date is None or c <= date))
+        check = [st for _, st in stems[-1:]]
+        e = dep["entries"].get(t)
+        if e and Path(e["path"]).name.endswith(key) and Path(e["path"]) not in check: check.append(Path(e["path"]))
+        for st in check:
+            try: verify_artifact(st, "twin")
+            except CheckpointError as err: out.append(dict(ticker=t, cutoff=stem_cutoff(st), path=str(st), error=str(err)))
+    return out
+
+def _twin_parts(cfg: Config, tickers: Sequence[str], cutoff, foundation_hash: str) -> list[str]:
+    return [f"{t}|{pd.Timestamp(cutoff):%Y-%m-%d}|{_twin_key(cfg, foundation_hash)}" for t in tickers]
+
+def twin_input(cfg: Config, store: Store, cutoff) -> str | None:
+    "What every twin of `cutoff` was made from: the embeddings' input hash at the cutoff (all prices and the index up to it)."
+    h = embedding_hashes(store, cfg).set_index("part")["hash"]
+    h = h[h.index <= f"{pd.Timestamp(cutoff):%Y-%m-%d}"]
+    return h.iloc[-1] if len(h) else None
+
+def stale_twins(cfg: Config, store: Store, tickers: Sequence[str], cutoff, foundation_hash: str) -> list[str]:
+    "The `tickers` whose twin for `cutoff` (this config and foundation) exists but was trained before its inputs changed."
+    lin = store.lineage("twins").set_index("part")
+    cur = twin_input(cfg, store, cutoff)
+    return [t for t, p in zip(tickers, _twin_parts(cfg, tickers, cutoff, foundation_hash)) if p in lin.index and lin.at[p, "input_hash"] != cur]
+
+def record_twins(cfg: Config, store: Store, tickers: Sequence[str], cutoff, foundation_hash: str) -> int:
+    "Record what the twins of `tickers` at `cutoff` were made from (a twin found without a record is taken as made from the current inputs)."
+    cur = twin_input(cfg, store, cutoff)
+    if cur is None or not tickers: return 0
+    return store.set_lineage("twins", pd.DataFrame({"part": _twin_parts(cfg, tickers, cutoff, foundation_hash), "input_hash": cur,
+                                                    "recipe": foundation_hash, "rows": 0}))
 
 # %% ../nbs/70a_integrity.ipynb #c989e332
 class NotWritable(ValueError):

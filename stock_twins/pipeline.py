@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 import pandas as pd
-from .checkpoint import (CheckpointError, artifact_stem, check_name, find_artifact, json_hash, list_artifacts, read_manifest,
-                                    read_record, verify_artifact)
+from .checkpoint import CheckpointError, artifact_stem, find_artifact, json_hash, list_artifacts, read_record, verify_artifact
 from .config import Config, REGIMES, load_config
 from .integrity import (Update, check_writable, data_fingerprint, embeddings_plan, job_folders, job_lock, options_plan,
-                                   record_embeddings, record_options, record_text, refresh_features, refresh_graphs, trading_day)
+                                   record_embeddings, record_options, record_text, record_twins, refresh_features, refresh_graphs,
+                                   stale_twins, stem_cutoff, trading_day, twin_problems, valid_ticker)
 from .schema import PROB_COLUMNS, STORED_PRED_COLUMNS, stored_predictions
 from .store import Store, atomic_write
 
@@ -24,10 +24,9 @@ __all__ = ['step', 'stored_prices', 'smoke_config', 'ingest_sample', 'features_i
            'store_summary', 'ingest_source', 'min_history', 'job_config', 'run_features', 'describe_job',
            'ticker_summary', 'ensure_graphs_in_store', 'describe_graphs', 'foundation_recipe', 'ensure_foundation',
            'latest_foundation', 'embedding_dates', 'embedded_dates', 'embeddings_needed', 'ensure_embeddings',
-           'valid_ticker', 'twin_problems', 'stale_twins', 'record_twins', 'ensure_twins', 'ensure_fallback',
-           'fallback_for', 'publish', 'rank_predictions', 'traded_on', 'predict_ranked', 'save_predictions',
-           'format_ranked', 'run_main', 'served_by', 'policy_problems', 'run_pretrain', 'RepairNeeded', 'run_retrain',
-           'run_predict', 'run_options_features', 'run_text_features']
+           'ensure_twins', 'ensure_fallback', 'fallback_for', 'publish', 'rank_predictions', 'traded_on',
+           'predict_ranked', 'save_predictions', 'format_ranked', 'run_main', 'served_by', 'policy_problems',
+           'run_pretrain', 'RepairNeeded', 'run_retrain', 'run_predict', 'run_options_features', 'run_text_features']
 
 # %% ../nbs/70_pipeline.ipynb #98f46744
 def step(msg: str, verbose: bool = True):
@@ -294,61 +293,6 @@ def ensure_embeddings(cfg: Config, store: Store, model,  # a foundation model, o
     return len(need), len(dates) - len(need), len(stale)
 
 # %% ../nbs/70_pipeline.ipynb #898e23f6
-def valid_ticker(t) -> bool:
-    "Whether `t` can name a twin's checkpoint folder (letters, digits, '.', '_', '-')."
-    try: check_name(t, "ticker"); return True
-    except ValueError: return False
-
-def _twin_key(cfg: Config, foundation_hash: str) -> str:
-    "The 12 hex digits that name this config's twins on this foundation (`twin_train.twin_stem`)."
-    from stock_twins.twin_train import twin_config_hash
-    return json_hash([twin_config_hash(cfg), foundation_hash])[:12]
-
-def _stem_cutoff(p: Path) -> pd.Timestamp | None:
-    try: return pd.Timestamp(p.name.split("_")[0])
-    except ValueError: return None
-
-def twin_problems(cfg: Config, tickers: Sequence[str], foundation_hash: str, date=None) -> list[dict]:
-    "Corrupt twin checkpoints of this config and foundation that would serve `tickers` at `date`: the newest one per ticker (and the deployed one), verified."
-    root, key = Path(cfg.data.checkpoint_dir) / "twin", _twin_key(cfg, foundation_hash)
-    date = None if date is None else pd.Timestamp(date)
-    dep = read_manifest(cfg.data.checkpoint_dir, "twin") or {"entries": {}}
-    out = []
-    for t in tickers:
-        if not valid_ticker(t) or not (root / t).is_dir(): continue
-        stems = {Path(str(p)[:-len(p.suffix)]) for p in (root / t).glob(f"*_{key}.*") if p.suffix in (".json", ".safetensors")}
-        stems = sorted((c, st) for st in stems if (c := _stem_cutoff(st)) is not None and (date is None or c <= date))
-        check = [st for _, st in stems[-1:]]
-        e = dep["entries"].get(t)
-        if e and Path(e["path"]).name.endswith(key) and Path(e["path"]) not in check: check.append(Path(e["path"]))
-        for st in check:
-            try: verify_artifact(st, "twin")
-            except CheckpointError as err: out.append(dict(ticker=t, cutoff=_stem_cutoff(st), path=str(st), error=str(err)))
-    return out
-
-def _twin_parts(cfg: Config, tickers: Sequence[str], cutoff, foundation_hash: str) -> list[str]:
-    return [f"{t}|{pd.Timestamp(cutoff):%Y-%m-%d}|{_twin_key(cfg, foundation_hash)}" for t in tickers]
-
-def _twin_input(cfg: Config, store: Store, cutoff) -> str | None:
-    "What every twin of `cutoff` was made from: the embeddings' input hash at the cutoff (all prices and the index up to it)."
-    from stock_twins.integrity import embedding_hashes
-    h = embedding_hashes(store, cfg).set_index("part")["hash"]
-    h = h[h.index <= f"{pd.Timestamp(cutoff):%Y-%m-%d}"]
-    return h.iloc[-1] if len(h) else None
-
-def stale_twins(cfg: Config, store: Store, tickers: Sequence[str], cutoff, foundation_hash: str) -> list[str]:
-    "The `tickers` whose twin for `cutoff` (this config and foundation) exists but was trained before its inputs changed."
-    lin = store.lineage("twins").set_index("part")
-    cur = _twin_input(cfg, store, cutoff)
-    return [t for t, p in zip(tickers, _twin_parts(cfg, tickers, cutoff, foundation_hash)) if p in lin.index and lin.at[p, "input_hash"] != cur]
-
-def record_twins(cfg: Config, store: Store, tickers: Sequence[str], cutoff, foundation_hash: str) -> int:
-    "Record what the twins of `tickers` at `cutoff` were made from (a twin found without a record is taken as made from the current inputs)."
-    cur = _twin_input(cfg, store, cutoff)
-    if cur is None or not tickers: return 0
-    return store.set_lineage("twins", pd.DataFrame({"part": _twin_parts(cfg, tickers, cutoff, foundation_hash), "input_hash": cur,
-                                                    "recipe": foundation_hash, "rows": 0}))
-
 def ensure_twins(cfg: Config, store: Store, cutoff, foundation_hash: str, tickers: Sequence[str] | None = None,
                  n_jobs: int | None = None, resume: bool = True, progress: bool = True, market: tuple | None = None) -> pd.DataFrame:
     "Fine-tune (or reuse) every pilot twin for `cutoff`; `retrain_all`'s summary. A corrupt checkpoint is retrained (reason says so); a pilot whose name cannot name a file is skipped (failed)."
@@ -749,7 +693,7 @@ def _check_serving(cfg: Config, stem: Path, rec: dict, tickers: Sequence[str], d
     "Refuse to serve around corrupt artefacts: a newer foundation whose record is unreadable, a corrupt twin that would serve `date`."
     c = list_artifacts(cfg.data.checkpoint_dir, "foundation")
     bad = c[c["error"].notna()]
-    newer = [(p, e) for p, e in zip(bad["path"], bad["error"]) if (ct := _stem_cutoff(Path(p))) is not None and ct >= pd.Timestamp(rec["cutoff"])]
+    newer = [(p, e) for p, e in zip(bad["path"], bad["error"]) if (ct := stem_cutoff(Path(p))) is not None and ct >= pd.Timestamp(rec["cutoff"])]
     if newer:
         raise RepairNeeded(f"the foundation {newer[0][0]} is corrupt ({newer[0][1]}); predictions would silently use an older one "
                            f"({stem.name}) and its twins", ["main"])
@@ -793,7 +737,7 @@ def run_predict(cfg: Config, store: Store,
         others = [t for t in want if t in traded and mgr.checkpoint_for(t, date) is None]
         by_cut = {}
         for t in want:
-            if (p := mgr.checkpoint_for(t, date)) is not None: by_cut.setdefault(_stem_cutoff(Path(p)), []).append(t)
+            if (p := mgr.checkpoint_for(t, date)) is not None: by_cut.setdefault(stem_cutoff(Path(p)), []).append(t)
         for c, ts in sorted(by_cut.items()):
             old = stale_twins(cfg, store, ts, c, fh)
             if old and progress: print(f"   note: the twins of {', '.join(old)} (cutoff {c:%Y-%m-%d}) were trained before their prices or index "
