@@ -4,6 +4,7 @@
 
 # %% ../nbs/63_agents.ipynb #e8a65691
 from __future__ import annotations
+import re
 import time
 from pathlib import Path
 import numpy as np
@@ -85,9 +86,10 @@ def daily_report(cfg: Config | None = None,   # config; None loads it
         for t in pos + vetoed:
             d = explain(t, date, cfg, store, view)
             txt, how = explanation(d, cfg, lm)
-            plot_explanation(d, out / f"{t}.png")
+            png = re.sub(r"[^A-Za-z0-9._-]", "_", t).lstrip(".") + ".png"      # a file name inside `out`, whatever the ticker
+            plot_explanation(d, out / png)
             head = f"{_fmt_w(res.weights[t])}" if t in pos else f"proposed {_fmt_w(res.proposal[t])}, not accepted"
-            sections.append(f"### {t}: {head}\n\n{txt}\n\n*Text: {how}.*\n\n![{t}]({t}.png)\n")
+            sections.append(f"### {t}: {head}\n\n{txt}\n\n*Text: {how}.*\n\n![{t}]({png})\n")
         cash = 1.0 - float(res.weights.sum())
         L = [f"# Daily report, {date:%Y-%m-%d}", "",
              f"Forecasts for the {cfg.features.horizon} trading days after {date:%Y-%m-%d} ({len(fc)} stocks); allocation rule `{r.name}`; "

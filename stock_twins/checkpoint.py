@@ -21,7 +21,8 @@ from .store import atomic_write
 # %% auto #0
 __all__ = ['FORMAT', 'MANIFEST_FORMAT', 'CheckpointError', 'sha256_bytes', 'json_hash', 'check_name', 'artifact_stem',
            'record_path', 'payload_path', 'save_artifact', 'read_record', 'verify_artifact', 'load_artifact',
-           'list_artifacts', 'find_artifact', 'remove_stale_tmp', 'manifest_path', 'read_manifest', 'write_manifest']
+           'list_artifacts', 'find_artifact', 'stale_tmp', 'remove_stale_tmp', 'manifest_path', 'read_manifest',
+           'write_manifest']
 
 # %% ../nbs/00c_checkpoint.ipynb #f28eb0cd
 FORMAT = "stock_twins.artifact/2"
@@ -206,16 +207,33 @@ def find_artifact(root: str | os.PathLike, kind: str,
     if parent_hash is not None: c = c[c["parent_hash"] == parent_hash]
     return Path(c["path"].iloc[-1]) if len(c) else None
 
+def _writer_alive(p: Path) -> bool | None:
+    "Whether the process that wrote temporary file `p` (`.<name>.<pid>-<random>.tmp`, see `store.atomic_write`) still runs; None when unknown."
+    m = re.search(r"\.(\d+)-[^.]*\.tmp$", p.name)
+    if not m: return None
+    pid = int(m.group(1))
+    if pid == os.getpid(): return True
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True                                     # another user's live process
+    return True
+
+def stale_tmp(p: Path, min_age: float = 0.0, now: float | None = None) -> bool:
+    "Whether temporary file `p` was left by an interrupted write: its writer is dead, or (writer unknown) it is at least `min_age` seconds old."
+    alive = _writer_alive(p)
+    if alive is not None: return not alive
+    return (now or time.time()) - p.stat().st_mtime >= min_age
+
 def remove_stale_tmp(root: str | os.PathLike,  # folder to clean, recursively
-                     min_age: float = 0.0,     # only files not modified for this many seconds
+                     min_age: float = 0.0,     # for files whose writer is unknown: only those not modified for this many seconds
                     ) -> list[Path]:
-    "Delete the `.<name>.<random>.tmp` files interrupted atomic writes left under `root`; returns what was removed."
+    "Delete the `.<name>.<random>.tmp` files interrupted atomic writes left under `root` (never one whose writer still runs); returns what was removed."
     now, gone = time.time(), []
     root = Path(root)
     if not root.exists(): return gone
     for p in root.rglob(".*.tmp"):
         try:
-            if p.is_file() and now - p.stat().st_mtime >= min_age: p.unlink(); gone.append(p)
+            if p.is_file() and stale_tmp(p, min_age, now): p.unlink(); gone.append(p)
         except FileNotFoundError: pass
     return gone
 

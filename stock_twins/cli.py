@@ -5,17 +5,22 @@
 # %% ../nbs/80_cli.ipynb #a285469d
 from __future__ import annotations
 import argparse
+import errno
+import os
+import re
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['cmd_ingest', 'cmd_features', 'cmd_info', 'cmd_evaluate', 'cmd_pretrain', 'cmd_main', 'cmd_graph', 'cmd_retrain',
-           'cmd_predict', 'cmd_options_ingest', 'cmd_options_features', 'cmd_options_generate', 'cmd_backtest',
-           'cmd_ppo', 'cmd_portfolio', 'cmd_paper_run', 'cmd_paper_report', 'cmd_paper_load', 'cmd_text_ingest',
-           'cmd_text_features', 'cmd_explain', 'cmd_report', 'cmd_publish', 'cmd_serve', 'cmd_feast', 'cmd_schedule',
-           'build_parser', 'main']
+           'cmd_predict', 'cmd_check', 'cmd_options_ingest', 'cmd_options_features', 'cmd_options_generate',
+           'cmd_backtest', 'cmd_ppo', 'cmd_portfolio', 'cmd_paper_run', 'cmd_paper_report', 'cmd_paper_load',
+           'cmd_text_ingest', 'cmd_text_features', 'cmd_explain', 'cmd_report', 'cmd_publish', 'cmd_serve', 'cmd_feast',
+           'cmd_schedule', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #fbec9b1c
 def _cfg(args):
@@ -72,7 +77,9 @@ def cmd_features(args) -> int:
         if not st.has("prices"): raise SystemExit(f"no prices in {st.path}: run `stock-twins ingest` first")
         done = _step("features and labels")
         feats, fresh, info = run_features(cfg, st, args.force)
-        done(f"{len(feats):,} rows {'written' if fresh else 'already up to date (use --force to recompute)'}; market index {info['index_label']}")
+        done(f"{max(u.rows for u in fresh):,} rows written: {fresh.describe()}" if fresh else
+             f"{len(feats):,} rows already up to date (their prices, index and code are unchanged; use --force to recompute)")
+        print(f"   market index {info['index_label']}")
         print(store_summary(st))
     return 0
 
@@ -85,6 +92,7 @@ def cmd_info(args) -> int:
     with Store.from_config(cfg, read_only=True) as st:
         print(store_summary(st))
         print(ticker_summary(st, cfg))
+    print("(counts from the catalogue: `stock-twins check` reads every table in full and verifies every artefact)")
     return 0
 
 def cmd_evaluate(args) -> int:
@@ -107,9 +115,20 @@ def cmd_main(args) -> int:
     "The main job on your prices (`--source`) or the bundled real data, with the embedded defaults (see `70_pipeline`)."
     from stock_twins.pipeline import run_main, smoke_config
     cfg = _cfg(args)
-    run_main(smoke_config(cfg) if args.smoke else cfg, force=args.force, source=args.source, index=args.index,
-             read=_read_kw(args), sectors=args.sector)
-    return 0
+    out = run_main(smoke_config(cfg) if args.smoke else cfg, force=args.force, source=args.source, index=args.index,
+                   read=_read_kw(args), sectors=args.sector)
+    return _partial(args, [f["message"] for f in out["failures"]])
+
+def _partial(args, failures: list[str]) -> int:
+    "Exit 0 when nothing failed; else name each failure on stderr and exit 2, unless --allow-partial."
+    if not failures: return 0
+    for f in failures: print(f"stock-twins {args.cmd}: {'warning' if args.allow_partial else 'error'}: {f}", file=sys.stderr)
+    if args.allow_partial:
+        print(f"stock-twins {args.cmd}: {len(failures)} part{'s' if len(failures) > 1 else ''} failed; accepted (--allow-partial)", file=sys.stderr)
+        return 0
+    print(f"stock-twins {args.cmd}: error: {len(failures)} part{'s' if len(failures) > 1 else ''} of the job failed (named above; the tables "
+          "were written with what served instead): fix and rerun, or pass --allow-partial to accept a partial run", file=sys.stderr)
+    return 2
 
 def _tickers(s: str | None) -> list[str] | None:
     return None if not s else [t.strip().upper() for t in s.split(",") if t.strip()]
@@ -118,15 +137,18 @@ def _day(d) -> str: return str(d)[:10]
 
 def cmd_graph(args) -> int:
     from stock_twins.graph import DuckDBGraphStore
-    from stock_twins.pipeline import ensure_graphs_in_store, job_config
+    from stock_twins.pipeline import describe_graphs, ensure_graphs_in_store, job_config
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
         cfg, _ = job_config(cfg, st)
         done = _step(f"point-in-time correlation graphs (window {cfg.graph.window}, k {cfg.graph.k}, every {cfg.graph.every} days; "
                      f"from the stocks' own returns, no market index) in {st.path}")
-        n, total = ensure_graphs_in_store(cfg, st); done(f"{n} written, {total} stored")
+        n, total, up = ensure_graphs_in_store(cfg, st); done(describe_graphs(n, total, up))
         g = DuckDBGraphStore(st)
+        if not g.dates():
+            raise ValueError(f"no graph stored: a graph needs {cfg.graph.window} trading days of returns of at least two stocks "
+                             f"(the store has {len(st.dates('prices'))} trading days)")
         last = g.dates()[-1]
         peers = g.peers(args.peers_of.upper(), last) if args.peers_of else None
         print(f"latest graph {_day(last)}: {len(g.read(last)):,} edges")
@@ -148,7 +170,8 @@ def cmd_retrain(args) -> int:
         cols = [c for c in ("ticker", "status", "epochs", "best_epoch", "val_loss_init", "val_loss", "seconds", "reason") if c in s]
         print(s[cols].to_string(index=False, na_rep="", float_format="{:.4f}".format))
         print(f"checkpoints: {Path(cfg.data.checkpoint_dir) / 'twin'}")
-    return 0
+    bad = s[s["status"] == "failed"]
+    return _partial(args, [f"twin {t} failed: {r}; the checkpoint it would replace, if any, keeps serving" for t, r in zip(bad["ticker"], bad["reason"])])
 
 def cmd_predict(args) -> int:
     "Ranked forecasts for a date (default: the latest) from the twins and the fallback."
@@ -156,13 +179,38 @@ def cmd_predict(args) -> int:
     from stock_twins.store import Store
     cfg = _job_cfg(args)
     with Store.from_config(cfg) as st:
-        ranked, stem = run_predict(cfg, st, args.date, _tickers(args.tickers), args.foundation)
+        ranked, stem = run_predict(cfg, st, args.date, _tickers(args.tickers), args.foundation, outputs=not args.tickers)
         print(f"ranked forecasts for the 5 trading days after {_day(ranked['date'].iloc[0])} (foundation {stem.name}):\n" + format_ranked(ranked))
         if args.tickers: print("not stored: a ranking of some stocks only (run without --tickers to store the whole day's table)")
         else:
             print(f"written: {save_predictions(st, ranked, cfg.main.out_dir)} and table predictions of {st.path}")
             publish(cfg, st)                                               # a running API serves the new table
     return 0
+
+
+
+def _prefix(args) -> list[str]:
+    "`stock-twins` with the global flags this run was given (a repair command must act on the same store and config)."
+    return ["stock-twins", *(["--config", args.config] if args.config else []), *(["--store", args.store] if args.store else [])]
+
+def _with_smoke(args, command: list[str]) -> list[str]:
+    return [*command, "--smoke"] if getattr(args, "smoke", False) and command and command[0] in ("main", "retrain", "predict", "check") else list(command)
+
+def cmd_check(args) -> int:
+    "Read every table in full and verify every artefact; exit 0 when all is well, 1 when something is stale, 2 when something is corrupt."
+    from stock_twins.health import check, exit_code, repair
+    cfg = _job_cfg(args)
+    if args.repair:
+        for line in repair(cfg) or ["nothing to repair without training"]: print(f"repair: {line}")
+    found = check(cfg)
+    if not found:
+        print(f"all is well: every table of {cfg.data.store} read in full, every artefact under {cfg.data.checkpoint_dir} verified"); return 0
+    for f in found:
+        rep = f.repair if isinstance(f.repair, str) else " ".join(_prefix(args) + _with_smoke(args, f.repair))
+        print(f"{f.status:<8} {f.what}\n         {f.detail}\n         repair: {rep}")
+    n = {k: sum(f.status == k for f in found) for k in ("corrupt", "stale")}
+    print(f"{n['corrupt']} corrupt, {n['stale']} stale")
+    return exit_code(found)
 
 # %% ../nbs/80_cli.ipynb #2d32dacb
 def cmd_options_ingest(args) -> int:
@@ -180,14 +228,17 @@ def cmd_options_ingest(args) -> int:
     return 0
 
 def cmd_options_features(args) -> int:
-    "Compute the 40 options features of every stored chain into `options_features`."
-    from stock_twins.options import build_options_features
+    "Compute the 40 options features of the stored chains that changed (or of --tickers, or all with --force) into `options_features`."
+    from stock_twins.pipeline import run_options_features
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
+        if "options_chains" not in st.tables(): raise ValueError(f"no option chains in the store {st.path}: run `stock-twins options ingest --source PATH` first")
         done = _step(f"options features for the chains in {st.path}")
-        s = build_options_features(st, cfg, tickers=_tickers(args.tickers), progress=True)
+        s, up = run_options_features(cfg, st, tickers=_tickers(args.tickers), force=args.force, progress=True)
+        if s is None: done("up to date: no ticker's chains or prices changed since (use --force to recompute)"); return 0
         done(f"{s['rows']:,} rows: {s['tickers']} tickers on {s['dates']} dates {_day(s['first'])} .. {_day(s['last'])}, table options_features")
+        if up: print(f"   {up.describe()}")
         if s["generated_rows"]: print(f"note: {s['generated_rows']:,} of these rows come from GENERATED chains: they say nothing about real markets")
     return 0
 
@@ -217,7 +268,8 @@ def _add_options(sub):
     a.add_argument("--vendor", default="auto", choices=["auto", "contract", "cboe"], help="file format (default: detect)")
     a.set_defaults(fn=cmd_options_ingest)
     a = o.add_parser("features", help="compute the 40 options features for every stored chain (table options_features)")
-    a.add_argument("--tickers", default=None, help="comma-separated tickers (default: every ticker with stored chains)")
+    a.add_argument("--tickers", default=None, help="comma-separated tickers (default: every ticker whose chains or prices changed)")
+    a.add_argument("--force", action="store_true", help="recompute every ticker with stored chains")
     a.set_defaults(fn=cmd_options_features)
     a = o.add_parser("generate", help="write GENERATED chains for stored prices (for trying the layer; never market data)")
     a.add_argument("--out", required=True, help="output .csv, .csv.gz or .parquet file; its name must contain GENERATED")
@@ -349,12 +401,12 @@ def cmd_text_ingest(args) -> int:
 
 def cmd_text_features(args) -> int:
     "Recompute the text features (current extractor version) from every stored item."
+    from stock_twins.pipeline import run_text_features
     from stock_twins.store import Store
-    from stock_twins.text import build_text_features
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
         done = _step("text features per (date, ticker)")
-        s = build_text_features(st, cfg)
+        s = run_text_features(cfg, st)
         done(f"{s['rows']:,} rows for {s['tickers']} tickers, version {s['version']}")
         print(f"  {s['items']} items: {s['dated']} dated, {s['pending']} after the last trading day's cut-off (pending); "
               f"answered by {s['extractors']}\n  table text_features of {st.path}")
@@ -366,11 +418,11 @@ def cmd_explain(args) -> int:
     from stock_twins.store import Store
     cfg = _cfg(args)
     with Store.from_config(cfg) as st:
-        d = explain(args.ticker, args.date, cfg, st)
+        d = explain(args.ticker.strip().upper(), args.date, cfg, st)             # tickers are upper case, as in --tickers
         text, how = explanation(d, cfg)
         print(text + f"\n\n(text: {how}; foundation {d.checkpoint})")
         if not args.no_plot:
-            path = args.plot or Path(cfg.agents.report_dir) / "explain" / f"{d.ticker}_{d.date:%Y-%m-%d}.png"
+            path = args.plot or Path(cfg.agents.report_dir) / "explain" / f"{re.sub(r'[^A-Za-z0-9._-]', '_', d.ticker).lstrip('.')}_{d.date:%Y-%m-%d}.png"
             plot_explanation(d, path); print(f"plot: {path}")
     return 0
 
@@ -519,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("main", help="the whole job on your prices (--source) or the bundled real data: ingest, features, graphs, foundation, twins, fallback, ranked forecasts")
     s.add_argument("--force", action="store_true", help="recompute and retrain what is already stored")
     s.add_argument("--smoke", action="store_true", help="tiny models and few epochs: a smoke run of every step")
+    s.add_argument("--allow-partial", action="store_true", help="exit 0 even when some twins failed (they are named; the fallback or an earlier twin serves them)")
     _add_source_args(s, "your prices (default: the bundled sample, ingested only when no source is given)")
     s.set_defaults(fn=cmd_main)
     s = sub.add_parser("ingest", help="recognise, validate and load prices into the store")
@@ -552,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-resume", action="store_true", help="retrain twins whose checkpoint for this cutoff exists")
     s.add_argument("--foundation", default=None, help="foundation checkpoint (default: the newest main-job one)")
     s.add_argument("--smoke", action="store_true", help="few epochs (as `main --smoke`)")
+    s.add_argument("--allow-partial", action="store_true", help="exit 0 even when some twins failed (they are named)")
     s.set_defaults(fn=cmd_retrain)
     s = sub.add_parser("predict", help="ranked forecasts for a date from the twins and the fallback")
     s.add_argument("--date", default=None, help="forecast origin (default: the latest price)")
@@ -561,6 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_predict)
     s = sub.add_parser("info", help="summarise what the store holds")
     s.set_defaults(fn=cmd_info)
+    s = sub.add_parser("check", help="read every table in full and verify every artefact: what is corrupt or stale, and the command that repairs it")
+    s.add_argument("--repair", action="store_true", help="first drop corrupt derived tables, set corrupt artefacts aside, remove temporary files")
+    s.add_argument("--smoke", action="store_true", help="check against the settings of `main --smoke`")
+    s.set_defaults(fn=cmd_check)
     for add in (_add_options, _add_portfolio, _add_agents, _add_serve): add(sub)
     return p
 
@@ -573,14 +631,56 @@ def _one_line_warnings(cmd: str):
     warnings.showwarning = show
     return shown
 
+def _os_fix(e: OSError) -> str:
+    if e.errno == errno.EROFS: return "the file system is read-only: point the setting that names this folder elsewhere"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT): return "the disk is full: free some space and rerun (what was finished is reused)"
+    if e.errno in (errno.EACCES, errno.EPERM): return "make the folder writable (chmod u+w), or point the setting that names it elsewhere"
+    return "check the path and rerun"
+
+def _os_path(e: OSError) -> str:
+    "The path of an OS error; a temporary file of an atomic write is shown as the file it was writing."
+    p = e.filename or e.filename2
+    if p is None: return "a file"
+    p = Path(p)
+    if p.name.startswith(".") and p.suffix == ".tmp" and p.name.count(".") >= 3: p = p.with_name(p.name[1:].rsplit(".", 2)[0])
+    return str(p)
+
+def _message(args, e: BaseException) -> tuple[str, int]:
+    "The one line (and exit code) an exception of a command becomes."
+    command = getattr(e, "command", None)
+    if command is not None:                                               # a corrupt artefact this command does not retrain
+        return f"{e}; repair: {' '.join(_prefix(args) + _with_smoke(args, command))}", 2
+    if isinstance(e, (ValueError, KeyError, FileNotFoundError, RuntimeError)) and not type(e).__module__.startswith(("_duckdb", "duckdb")):
+        return str(e.args[0] if isinstance(e, KeyError) and e.args else e), 2
+    if isinstance(e, OSError):
+        verb = "write" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT) else "use"
+        return f"cannot {verb} {_os_path(e)}: {e.strerror or e}; {_os_fix(e)}", 2
+    if type(e).__module__.startswith(("_duckdb", "duckdb")):
+        try: store = _cfg(args).data.store
+        except Exception: store = args.store or "(the configured one)"
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return (f"the store {store} cannot be read: {first}; `stock-twins check` names what is corrupt and how to repair it"), 2
+    return (f"internal error: {type(e).__name__}: {e} (this is a bug; set STOCK_TWINS_DEBUG=1 to see the traceback)"), 1
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `stock-twins` command."
     args = build_parser().parse_args(argv)
     before = _one_line_warnings(args.cmd)
+    interrupted = []
+    def on_sigint(signum, frame):
+        interrupted.append(signum); raise KeyboardInterrupt
+    prev = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    stop = "interrupted: nothing partial was written (each table is written in one transaction, each file whole or not at all); rerun to go on"
     try: return args.fn(args) or 0
     except KeyboardInterrupt:
-        print("interrupted: nothing partial was written (each load is one transaction)", file=sys.stderr); return 130
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"stock-twins {args.cmd}: error: {msg}", file=sys.stderr); return 2
-    finally: warnings.showwarning = before
+        print(f"stock-twins {args.cmd}: {stop}", file=sys.stderr); return 130
+    except SystemExit:
+        if not interrupted: raise
+        print(f"stock-twins {args.cmd}: {stop}", file=sys.stderr); return 130       # a library (Lightning) turned Ctrl-C into an exit
+    except Exception as e:
+        if os.environ.get("STOCK_TWINS_DEBUG") == "1": raise
+        msg, code = _message(args, e)
+        print(f"stock-twins {args.cmd}: error: {msg}", file=sys.stderr); return code
+    finally:
+        warnings.showwarning = before
+        if prev is not None: signal.signal(signal.SIGINT, prev)

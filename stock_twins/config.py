@@ -11,13 +11,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # %% auto #0
-__all__ = ['REGIMES', 'ProjectConfig', 'DataConfig', 'UniverseConfig', 'FeaturesConfig', 'GraphConfig', 'FoundationConfig',
-           'TwinConfig', 'RegimeConfig', 'EvaluationConfig', 'MainConfig', 'OptionsConfig', 'PortfolioConfig',
-           'LMConfig', 'BlackoutEntry', 'PolicyRules', 'AgentsConfig', 'ServeConfig', 'Config', 'find_config_file',
-           'load_config', 'save_config', 'example_config_text', 'write_example_config']
+__all__ = ['REGIMES', 'TWIN_LOSS_PARTS', 'ProjectConfig', 'DataConfig', 'UniverseConfig', 'FeaturesConfig', 'GraphConfig',
+           'FoundationConfig', 'TwinConfig', 'RegimeConfig', 'EvaluationConfig', 'MainConfig', 'OptionsConfig',
+           'PortfolioConfig', 'LMConfig', 'BlackoutEntry', 'PolicyRules', 'AgentsConfig', 'ServeConfig', 'Config',
+           'find_config_file', 'load_config', 'save_config', 'example_config_text', 'write_example_config']
 
 # %% ../nbs/00_config.ipynb #8eaea1aa
 REGIMES = ("Trending", "MeanReverting", "Choppy", "Volatile")  # regime codes 0..3 everywhere in stock_twins
+TWIN_LOSS_PARTS = ("ret", "hit", "vol", "quantile", "regime")  # the twin's losses (`stock_twins.twin.LOSS_PARTS`): keys of twins.loss_weights
 
 _SECTORS: dict[str, list[str]] = {
     "Technology": ["AAPL", "MSFT", "NVDA", "AMD", "INTC", "QCOM", "AVGO"],
@@ -148,6 +149,17 @@ class TwinConfig(_Section):
     min_cal_rows: int = Field(100, ge=1, description="Calibration rows a stock needs for its own calibration; stocks with fewer are calibrated on their pooled rows.")
     route_z: float = Field(1.0, ge=0, description="A twin serves an output only where its mean loss on the calibration tail is below its prior's by this many standard errors (0: merely below).")
     regime_smoothing: float = Field(50.0, ge=0, description="Pseudo-counts on the diagonal of each row of the regime transition prior (towards persistence).")
+
+    @model_validator(mode="after")
+    def _check_losses(self):
+        bad = [k for k in self.loss_weights if k not in TWIN_LOSS_PARTS]
+        if bad:
+            import difflib
+            near = {k: difflib.get_close_matches(k, TWIN_LOSS_PARTS, 1) for k in bad}
+            hint = "".join(f"; did you mean {v[0]!r} for {k!r}?" for k, v in near.items() if v)
+            raise ValueError(f"twins.loss_weights: unknown losses {bad}; the twin's losses are {list(TWIN_LOSS_PARTS)}{hint}")
+        if any(w < 0 for w in self.loss_weights.values()): raise ValueError("twins.loss_weights: weights must not be negative")
+        return self
 
 class RegimeConfig(_Section):
     "Thresholds of the rule-based regime labeller (fixed before looking at test years)."
@@ -368,6 +380,17 @@ class Config(_Section):
         return Config.model_validate(d)
 
 # %% ../nbs/00_config.ipynb #ef309190
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently: a whole section could vanish)."
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping (the first would be ignored)", k.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
 def find_config_file(path: str | os.PathLike | None = None) -> Path | None:
     "The config file to use: `path`, else `$STOCK_TWINS_CONFIG`, else `config/config.yaml` in the working directory, else None."
     for p in (path, os.environ.get("STOCK_TWINS_CONFIG"), "config/config.yaml"):
@@ -382,11 +405,13 @@ def load_config(path: str | os.PathLike | None = None, **overrides: dict) -> Con
     f = find_config_file(path)
     raw: Any = {}
     if f is not None:
-        try: raw = yaml.safe_load(f.read_text()) or {}
+        try: raw = yaml.load(f.read_text(), Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as e: raise ValueError(f"{f}: not valid YAML: {e}") from None
         if not isinstance(raw, dict): raise ValueError(f"{f}: the top level must be a mapping of sections")
     try: cfg = Config.model_validate(raw)
-    except ValidationError as e: raise ValueError(f"invalid config{' in ' + str(f) if f else ''}:\n{e}") from None
+    except ValidationError as e:                                                # one line per problem, not pydantic's page
+        errs = "; ".join(f"{'.'.join(str(x) for x in er['loc']) or 'config'}: {er['msg'].removeprefix('Value error, ')}" for er in e.errors())
+        raise ValueError(f"invalid config{' in ' + str(f) if f else ''}: {errs}") from None
     return cfg.replace(**overrides) if overrides else cfg
 
 def save_config(cfg: Config, path: str | os.PathLike) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from datetime import datetime, timezone
 from .config import Config, load_config
-from .store import Store
+from .store import Store, case_hint
 
 # %% auto #0
 __all__ = ['PRICE_COLUMNS', 'PRICE_FIELDS', 'DIALECTS', 'SAMPLE_SOURCE', 'SAMPLE_INDEX_SOURCE', 'EQUAL_WEIGHT',
@@ -42,7 +42,7 @@ def check_tickers(tickers: Iterable[str], cfg: Config | None = None) -> None:
     unknown = sorted(set(tickers) - known)
     if unknown:
         raise KeyError(f"unknown tickers {unknown[:10]}{' ...' if len(unknown) > 10 else ''} "
-                       f"({len(unknown)} in all): add them to universe.sectors in the config")
+                       f"({len(unknown)} in all){case_hint(unknown, known)}: add them to universe.sectors in the config")
 
 # %% ../nbs/00_data.ipynb #31bc21b9
 PRICE_COLUMNS = ("date", "ticker", "open", "high", "low", "close", "adj_close", "volume")
@@ -340,6 +340,14 @@ def _recognise(raw: pd.DataFrame, name: str, layout: str = "auto", value: str = 
     if layout == "wide":
         tick = [c for c in cols if c not in dates]
         if ticker is not None: raise ValueError("--ticker is for one stock per file, not a wide table")
+        for c in tick:
+            v = raw[c]
+            bad = v.notna() & pd.to_numeric(v, errors="coerce").isna()
+            if bad.any():
+                raise DataValidationError(f"{name}: read as a wide table (one column per ticker), but column {c!r} holds text such as "
+                                          f"{v[bad].iloc[0]!r}: {'this looks like a long table (one row per date and ticker): use --layout long or auto' if canon[c] == 'ticker' else 'every column but the date must hold prices'}")
+        empty = [c.strip() for c in tick if raw[c].isna().all()]
+        if empty: warnings.warn(DataWarning(f"{name}: columns {empty} hold no prices at all: nothing was loaded for them"), stacklevel=3)
         long = raw[tick].set_axis([t.strip() for t in tick], axis=1).assign(date=d.to_numpy())
         long = long.melt(id_vars="date", var_name="ticker", value_name=value).dropna(subset=[value])
         return long, "wide", [], notes

@@ -11,8 +11,9 @@ import pandas as pd
 from .data import DataValidationError, return_price, validate_prices
 
 # %% auto #0
-__all__ = ['LIQUIDITY_UNKNOWN', 'N_LIQUIDITY_BUCKETS', 'FEATURES', 'LABELS', 'SOURCE_GROUPS', 'compute_features',
-           'compute_labels', 'FeaturePanel', 'features_to_store', 'labels_to_store']
+__all__ = ['LIQUIDITY_UNKNOWN', 'N_LIQUIDITY_BUCKETS', 'FEATURES', 'LABELS', 'SOURCE_GROUPS', 'CROSS_SECTIONAL',
+           'compute_features', 'cross_sectional', 'compute_labels', 'FeaturePanel', 'features_to_store',
+           'labels_to_store']
 
 # %% ../nbs/01_features.ipynb #c5b2e503
 _ANN = float(np.sqrt(252))     # daily -> annual volatility
@@ -173,15 +174,25 @@ def compute_features(prices: pd.DataFrame,              # canonical long price t
     else:
         out["beta_60"] = out["corr_60"] = nan
         for k in _MARKET: out[k] = nan
-    # cross-sectional: scatter onto the [dates, tickers] grid, rank each date, gather back
-    day, days = pd.factorize(rows["date"], sort=True)
-    def on_grid(v):
-        g = np.full((len(days), len(pk.tickers)), np.nan); g[day, pk.col] = v; return g
-    for k in _XRANK: out[k] = _xrank(on_grid(out[k[6:]]))[day, pk.col]
     vf = _volume_features(pk)
     for k, a in vf.items(): out[k] = pk.unpack(a)
-    out["liquidity_bucket"] = _buckets(on_grid(out["log_dollar_vol_20"]))[day, pk.col]
-    return pd.concat([rows[["date", "ticker"]], pd.DataFrame({k: out[k] for k in FEATURES})], axis=1)
+    for k in CROSS_SECTIONAL: out[k] = nan
+    return cross_sectional(pd.concat([rows[["date", "ticker"]], pd.DataFrame({k: out[k] for k in FEATURES})], axis=1))
+
+CROSS_SECTIONAL = _XRANK + ("liquidity_bucket",)   # the columns that depend on the other stocks of the same date
+
+def cross_sectional(feats: pd.DataFrame, # features frame: date, ticker and the per-stock columns (ret_5, ..., log_dollar_vol_20)
+                   ) -> pd.DataFrame:
+    "`feats` with its `CROSS_SECTIONAL` columns (re)computed date by date from its per-stock columns."
+    # scatter onto the [dates, tickers] grid, rank each date, gather back
+    day, days = pd.factorize(feats["date"], sort=True)
+    col, tick = pd.factorize(feats["ticker"], sort=True)
+    def on_grid(v):
+        g = np.full((len(days), len(tick)), np.nan); g[day, col] = np.asarray(v, dtype="float64"); return g
+    out = feats.copy()
+    for k in _XRANK: out[k] = _xrank(on_grid(feats[k[6:]]))[day, col]
+    out["liquidity_bucket"] = _buckets(on_grid(feats["log_dollar_vol_20"]))[day, col]
+    return out
 
 # %% ../nbs/01_features.ipynb #cfa2067d
 def compute_labels(prices: pd.DataFrame, # canonical long price table

@@ -204,6 +204,9 @@ class GraphStore(ABC):
     def _has_ticker(self, ticker: str) -> bool: ...
     @abstractmethod
     def _peers_on(self, ticker: str, date: pd.Timestamp, n: int) -> pd.DataFrame: ...
+    def delete(self, dates) -> int:
+        "Remove the graphs of `dates` (stale ones, to be rebuilt); returns how many of them were stored."
+        raise NotImplementedError(f"{type(self).__name__} cannot delete graphs")
     def close(self):
         "Release the backend's connection."
     def __enter__(self): return self
@@ -293,6 +296,15 @@ class DuckDBGraphStore(GraphStore):
                 if self.NODES not in st.tables(): new["sector"] = pd.Series([pd.NA] * len(rest), dtype="string")
                 st.upsert(self.NODES, new, key=("ticker",))   # 'do nothing' for stocks already there
         return len(e)
+
+    def delete(self, dates) -> int:
+        "Remove the graphs of `dates` (stale ones, to be rebuilt); returns how many of them were stored."
+        days = [pd.Timestamp(d).normalize().to_pydatetime() for d in dates]
+        if not days or self.EDGES not in self.store.tables(): return 0
+        with self.store.transaction():
+            n = self.store.con.execute(f"select count(distinct date) from {self.EDGES} where date in (select unnest(?))", [days]).fetchone()[0]
+            self.store.con.execute(f"delete from {self.EDGES} where date in (select unnest(?))", [days])
+        return int(n)
 
     def dates(self) -> list[pd.Timestamp]:
         "The dates with a stored graph, ascending."
@@ -393,6 +405,13 @@ class Neo4jGraphStore(GraphStore):
     def dates(self) -> list[pd.Timestamp]:
         "The dates with a stored graph, ascending."
         return [_native_date(r["date"]) for r in self._q(_CYPHER_DATES, read=True)]
+
+    def delete(self, dates) -> int:
+        "Remove the graphs of `dates` (stale ones, to be rebuilt); returns how many of them were stored."
+        want = {pd.Timestamp(d).normalize() for d in dates}
+        days = sorted(d.date() for d in want if d in set(self.dates()))
+        if days: self._q(_CYPHER_DELETE, dates=days)
+        return len(days)
 
     def _has_date(self, d): return bool(self._q(_CYPHER_HAS_DATE, read=True, date=d.date()))
     def _has_ticker(self, ticker): return bool(self._q(_CYPHER_HAS_TICKER, read=True, ticker=ticker))

@@ -4,23 +4,29 @@
 
 # %% ../nbs/70_pipeline.ipynb #f23684f5
 from __future__ import annotations
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 import numpy as np
 import pandas as pd
-from .checkpoint import CheckpointError, artifact_stem, find_artifact, json_hash, list_artifacts, read_record
+from .checkpoint import CheckpointError, artifact_stem, find_artifact, json_hash, list_artifacts, read_record, verify_artifact
 from .config import Config, REGIMES, load_config
+from .integrity import (Update, check_writable, data_fingerprint, embeddings_plan, job_folders, job_lock, options_plan,
+                                   record_embeddings, record_options, record_text, record_twins, refresh_features, refresh_graphs,
+                                   stale_twins, stem_cutoff, trading_day, twin_problems, valid_ticker)
 from .schema import PROB_COLUMNS, STORED_PRED_COLUMNS, stored_predictions
 from .store import Store, atomic_write
 
 # %% auto #0
-__all__ = ['step', 'stored_prices', 'smoke_config', 'ingest_sample', 'features_index', 'build_features', 'store_summary',
-           'ingest_source', 'min_history', 'job_config', 'run_features', 'describe_job', 'ticker_summary',
-           'ensure_graphs_in_store', 'foundation_recipe', 'ensure_foundation', 'latest_foundation', 'embedding_dates',
-           'embedded_dates', 'ensure_embeddings', 'ensure_twins', 'ensure_fallback', 'fallback_for', 'publish',
-           'rank_predictions', 'traded_on', 'predict_ranked', 'save_predictions', 'format_ranked', 'run_main',
-           'run_pretrain', 'run_retrain', 'run_predict']
+__all__ = ['step', 'stored_prices', 'smoke_config', 'ingest_sample', 'features_index', 'Updates', 'build_features',
+           'store_summary', 'ingest_source', 'min_history', 'job_config', 'run_features', 'describe_job',
+           'ticker_summary', 'ensure_graphs_in_store', 'describe_graphs', 'foundation_recipe', 'ensure_foundation',
+           'latest_foundation', 'embedding_dates', 'embedded_dates', 'embeddings_needed', 'ensure_embeddings',
+           'ensure_twins', 'ensure_fallback', 'fallback_for', 'publish', 'rank_predictions', 'traded_on',
+           'predict_ranked', 'save_predictions', 'format_ranked', 'run_main', 'served_by', 'policy_problems',
+           'run_pretrain', 'RepairNeeded', 'run_retrain', 'run_predict', 'run_options_features', 'run_text_features']
 
 # %% ../nbs/70_pipeline.ipynb #98f46744
 def step(msg: str, verbose: bool = True):
@@ -51,7 +57,7 @@ def ingest_sample(store: Store, cfg: Config) -> int:
     return n
 
 def _index_fingerprint(cfg: Config, index: pd.DataFrame | None) -> str:
-    "Which index, and its values, in one hash: features computed with another index are stale."
+    "Which index, and its values, in one hash (recorded in `sources` beside the features)."
     if index is None or len(index) == 0: return "none"
     from stock_twins.data import return_price
     return json_hash(dict(ticker=cfg.data.index_ticker, rows=int(len(index)), first=f"{index['date'].min():%Y-%m-%d}",
@@ -63,30 +69,24 @@ def features_index(store: Store) -> str | None:
     r = store.read("sources", where={"table_name": "features"})
     return None if len(r) == 0 else r["detail"].iloc[-1]
 
+class Updates(list):
+    "The `Update`s of one step (features and labels, ...): true when anything was recomputed."
+    def __bool__(self): return any(bool(u) for u in self)
+    def describe(self, part: str = "tickers") -> str: return "; ".join(u.describe(part) for u in self)
+
 def build_features(store: Store, cfg: Config, force: bool = False,
                    prices: pd.DataFrame | None = None, index: pd.DataFrame | None = None, # already read (None: read here)
                    index_label: str | None = None,   # how the index is described in the record (None: its ticker)
-                  ) -> tuple[pd.DataFrame, bool]:
-    "Features and labels of every stored price, stored (skipped when they already cover the prices with the same index, unless `force`): (features, recomputed?)."
-    from stock_twins.features import compute_features, compute_labels, features_to_store, labels_to_store
+                  ) -> tuple[pd.DataFrame, Updates]:
+    "Features and labels of every stored price, brought up to date with the prices and index (only what changed, unless `force`): (features, what was recomputed)."
     if prices is None: prices, index = stored_prices(store, cfg)
-    fp = _index_fingerprint(cfg, index)
-    n_prices = len(prices)
-    if not force and store.has("features") and store.has("labels") and "fingerprint" in store.columns("sources"):
-        rec = store.read("sources", where={"table_name": "features", "fingerprint": fp})
-        if len(rec) and store.count("features") == n_prices and store.count("labels") == n_prices: return store.read("features"), False
-    feats = compute_features(prices, index)
-    labels = compute_labels(prices, cfg.features.horizon)
     label = "none (market features unknown)" if index is None else (index_label or cfg.data.index_ticker)
-    rec = pd.DataFrame([{"table_name": "features", "source": "computed from the stored prices", "rows": len(feats),
-                         "tickers": int(feats["ticker"].nunique()), "first_date": feats["date"].min(), "last_date": feats["date"].max(),
+    rec = pd.DataFrame([{"table_name": "features", "source": "computed from the stored prices", "rows": len(prices),
+                         "tickers": int(prices["ticker"].nunique()), "first_date": prices["date"].min(), "last_date": prices["date"].max(),
                          "columns": f"market index {cfg.data.index_ticker if index is not None else 'none'}",
-                         "loaded_at": pd.Timestamp.now(tz="UTC").tz_localize(None), "detail": label, "fingerprint": fp}])
-    with store.transaction():
-        features_to_store(store, feats)
-        labels_to_store(store, labels)
-        store.upsert("sources", rec, key=("table_name", "source"))
-    return feats, True
+                         "loaded_at": pd.Timestamp.now(tz="UTC").tz_localize(None), "detail": label, "fingerprint": _index_fingerprint(cfg, index)}])
+    feats, fu, lu = refresh_features(store, cfg, prices, index, force, record=rec)
+    return feats, Updates([fu, lu])
 
 def store_summary(store: Store) -> str:
     "A short text summary of the tables in `store`."
@@ -181,18 +181,21 @@ def ticker_summary(store: Store, cfg: Config, max_rows: int = 40) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/70_pipeline.ipynb #dc08da8b
-def ensure_graphs_in_store(cfg: Config, store: Store, prices: pd.DataFrame | None = None) -> tuple[int, int]:
-    "Write the missing correlation graphs up to the latest price; returns (graphs written, graphs stored)."
-    from stock_twins.graph import DuckDBGraphStore
-    from stock_twins.pretrain import ensure_graphs
+def ensure_graphs_in_store(cfg: Config, store: Store, prices: pd.DataFrame | None = None) -> tuple[int, int, Update]:
+    "Rebuild the stale correlation graphs and write the missing ones up to the latest price: (graphs written, graphs stored, what was stale)."
     if prices is None: prices, _ = stored_prices(store, cfg)
-    g = DuckDBGraphStore(store)
-    n = ensure_graphs(prices, cfg, g)
-    return n, len(g.dates())
+    return refresh_graphs(store, cfg, prices)
+
+def describe_graphs(n: int, total: int, up: Update) -> str:
+    "The graph step's note: written, stored, and which were rebuilt because their prices changed."
+    why = ""
+    if up.changed and not up.everything: why = f" ({len(up.changed)} rebuilt: prices in their window changed, from {min(up.changed)})"
+    elif up.everything and up.everything != "not computed yet" and n: why = f" (all rebuilt: {up.everything})"
+    return f"{n} written{why}, {total} stored"
 
 # %% ../nbs/70_pipeline.ipynb #6e0a15fa
-def foundation_recipe(cfg: Config, prices: pd.DataFrame) -> dict:
-    "What decides the main job's foundation weights (JSON-able); its hash names the checkpoint."
+def foundation_recipe(cfg: Config, prices: pd.DataFrame, data: str | None = None) -> dict:
+    "What decides the main job's foundation weights (JSON-able), `data` the store's `data_fingerprint`; its hash names the checkpoint."
     m, end = cfg.main, pd.Timestamp(prices["date"].max())
     start = end - pd.DateOffset(days=round(365.25 * m.train_years))
     return dict(job="main", train_end=f"{end:%Y-%m-%d}", train_start=f"{start:%Y-%m-%d}", tiny=m.tiny,
@@ -200,7 +203,7 @@ def foundation_recipe(cfg: Config, prices: pd.DataFrame) -> dict:
                 tickers=sorted(prices["ticker"].unique()), n_prices=int(len(prices)),
                 foundation=cfg.foundation.model_dump(exclude={"train_end", "epochs"}),
                 features=cfg.features.model_dump(), graph=cfg.graph.model_dump(), regime=cfg.regime.model_dump(),
-                sectors=cfg.universe.sectors, index=cfg.data.index_ticker)
+                sectors=cfg.universe.sectors, index=cfg.data.index_ticker, data=data)
 
 def ensure_foundation(cfg: Config, store: Store,
                       force: bool = False,     # retrain even when a checkpoint of this recipe exists
@@ -213,13 +216,13 @@ def ensure_foundation(cfg: Config, store: Store,
     from stock_twins.foundation import FoundationSpec
     from stock_twins.pretrain import REAL_FEATURES, load_foundation, pretrain, save_foundation
     if prices is None: prices, index = stored_prices(store, cfg)
-    rec = foundation_recipe(cfg, prices)
+    rec = foundation_recipe(cfg, prices, data_fingerprint(store, cfg))        # a corrected price is a new recipe
     stem = artifact_stem(cfg.data.checkpoint_dir, "foundation", rec["train_end"], json_hash(rec))
     if (stem.with_suffix(".json")).exists() and not force:
         try: return load_foundation(stem), stem, True
         except CheckpointError as e:
             if not train: raise
-            print(f"   {e}\n   -> training a new one over it")
+            print(f"   {e}\n   -> training a new one over it", flush=True)
     if not train: raise FileNotFoundError(f"no foundation for the stored data ({stem.name}): run `stock-twins main` first")
     m = cfg.main
     nf, ns, E = len(REAL_FEATURES), len(cfg.universe.sectors), cfg.foundation.embed_dim   # the twins read E-wide embeddings
@@ -255,41 +258,81 @@ def embedded_dates(store: Store, foundation_hash: str, tickers: Sequence[str] | 
     n = e.groupby("date")["ticker"].nunique()
     return set(n.index[n == len(set(tickers))])
 
-def ensure_embeddings(cfg: Config, store: Store, model,
+def embeddings_needed(cfg: Config, store: Store, foundation_hash: str, dates, tickers: Sequence[str] | None = None) -> tuple[list, list]:
+    "(dates of `dates` this foundation has not embedded, dates whose stored embeddings are stale: their prices or index changed since)."
+    have = embedded_dates(store, foundation_hash, tickers)
+    missing = [pd.Timestamp(d) for d in dates if pd.Timestamp(d) not in have]
+    stale = embeddings_plan(store, cfg, foundation_hash, [d for d in dates if pd.Timestamp(d) in have])
+    return missing, stale
+
+def ensure_embeddings(cfg: Config, store: Store, model,  # a foundation model, or the stem of its checkpoint (loaded only when needed)
                       end=None,               # last date to embed (default: the latest price)
                       days: int | None = None, # trading days up to `end` (default: main.embed_days)
                       progress: bool = True,
                       prices: pd.DataFrame | None = None, index: pd.DataFrame | None = None, # already read (None: read here)
                       feats: pd.DataFrame | None = None,  # the stored features (None: computed from the prices)
-                     ) -> tuple[int, int]:
-    "Embed the dates this foundation has not embedded yet; returns (dates embedded now, dates reused)."
+                     ) -> tuple[int, int, int]:
+    "Embed the dates this foundation has not embedded yet, and again those whose inputs changed: (dates embedded now, reused, of them stale)."
     from stock_twins.embed import embed
     if prices is None: prices, index = stored_prices(store, cfg)
-    fh = model.meta.get("weights_sha256")
-    if not fh: raise ValueError("the foundation has no weights_sha256: save it (save_foundation) before embedding for twins")
+    if isinstance(model, (str, Path)):
+        fh = read_record(model, "foundation")["sha256"]
+    else:
+        fh = model.meta.get("weights_sha256")
+        if not fh: raise ValueError("the foundation has no weights_sha256: save it (save_foundation) before embedding for twins")
     dates = embedding_dates(prices, days or cfg.main.embed_days, end)
-    have = embedded_dates(store, fh)
-    need = [d for d in dates if d not in have]
-    if need: embed(model, prices, index, need, store=store, cfg=cfg, progress=progress, batch_dates=64, feats=feats)
-    return len(need), len(dates) - len(need)
+    missing, stale = embeddings_needed(cfg, store, fh, dates)
+    need = sorted(set(missing) | set(stale))
+    if need:
+        if isinstance(model, (str, Path)):
+            from stock_twins.pretrain import load_foundation
+            model = load_foundation(model)
+        with store.transaction():
+            embed(model, prices, index, need, store=store, cfg=cfg, progress=progress, batch_dates=64, feats=feats)
+            record_embeddings(store, cfg, fh, need)
+    return len(need), len(dates) - len(need), len(stale)
 
 # %% ../nbs/70_pipeline.ipynb #898e23f6
 def ensure_twins(cfg: Config, store: Store, cutoff, foundation_hash: str, tickers: Sequence[str] | None = None,
                  n_jobs: int | None = None, resume: bool = True, progress: bool = True, market: tuple | None = None) -> pd.DataFrame:
-    "Fine-tune (or reuse) every pilot twin for `cutoff`; `retrain_all`'s summary. `market`: (prices, index, features) at hand."
+    "Fine-tune (or reuse) every pilot twin for `cutoff`; `retrain_all`'s summary. A corrupt checkpoint is retrained (reason says so); a pilot whose name cannot name a file is skipped (failed)."
     from stock_twins.twin_train import retrain_all
+    cutoff = pd.Timestamp(cutoff)
     if tickers is not None:
         other = [t for t in tickers if t not in cfg.universe.pilot]
         if other: raise ValueError(f"{other}: not pilot stocks (universe.pilot); only pilots get twins, the others use the fallback")
-    return retrain_all(cfg, store, cutoff, tickers=tickers, n_jobs=n_jobs, resume=resume, foundation_hash=foundation_hash,
-                       progress=progress, market=market)
+    else:
+        present = set(store.tickers("embeddings"))
+        tickers = [t for t in cfg.universe.pilot if t in present]
+    tickers = list(dict.fromkeys(tickers))
+    bad = [t for t in tickers if not valid_ticker(t)]
+    good = [t for t in tickers if t not in bad]
+    for t in bad:
+        if progress: print(f"   pilot {t!r} skipped: not usable as a checkpoint name (letters, digits, '.', '_', '-' only); the fallback serves it", flush=True)
+    broken = {p["ticker"]: p["error"] for p in twin_problems(cfg, good, foundation_hash, cutoff) if p["cutoff"] == cutoff}
+    for t, e in broken.items():
+        if progress: print(f"   twin {t}: {e}\n   -> retraining it", flush=True)
+    stale = stale_twins(cfg, store, good, cutoff, foundation_hash) if resume else []
+    if stale and progress: print(f"   twins of {', '.join(stale)}: trained before their inputs changed (prices or index up to the cutoff) -> retraining them", flush=True)
+    fresh = [t for t in good if t not in stale]
+    parts = [retrain_all(cfg, store, cutoff, tickers=ts, n_jobs=n_jobs, resume=res, foundation_hash=foundation_hash, progress=progress, market=market)
+             for ts, res in ((fresh, resume), (stale, False)) if ts]
+    rows = [r for s_ in parts for r in s_.to_dict("records")]
+    for r in rows:
+        if r["ticker"] in broken and r["status"] == "trained": r["reason"] = f"repaired: the checkpoint was corrupt ({broken[r['ticker']]})"
+        elif r["ticker"] in stale and r["status"] == "trained": r["reason"] = "retrained: its inputs changed since it was trained"
+    record_twins(cfg, store, [r["ticker"] for r in rows if r["status"] in ("trained", "skipped")], cutoff, foundation_hash)
+    rows += [dict(ticker=t, status="failed", reason="not a valid ticker for a checkpoint name (letters, digits, '.', '_', '-' only): skipped") for t in bad]
+    order = {t: i for i, t in enumerate(tickers)}
+    cols = list(parts[0].columns) if parts else ["ticker", "status", "reason", "epochs", "best_epoch", "val_loss_init", "val_loss", "seconds", "path"]
+    return pd.DataFrame(sorted(rows, key=lambda r: order[r["ticker"]]), columns=cols)
 
 # %% ../nbs/70_pipeline.ipynb #fd9e4a39
 def _fallback_recipe(cfg: Config, store: Store, cutoff: pd.Timestamp) -> dict:
     m = cfg.main
     return dict(cutoff=f"{cutoff:%Y-%m-%d}", years=m.fallback_years, rounds=m.fallback_rounds, seed=cfg.project.seed,
                 horizon=cfg.features.horizon, tickers=store.tickers("features"), n_features=int(store.count("features", end=cutoff)),
-                regime=cfg.regime.model_dump(), index=cfg.data.index_ticker)
+                regime=cfg.regime.model_dump(), index=cfg.data.index_ticker, data=data_fingerprint(store, cfg, end=cutoff))
 
 def ensure_fallback(cfg: Config, store: Store, cutoff, force: bool = False,
                     prices: pd.DataFrame | None = None, index: pd.DataFrame | None = None, # already read (None: read here)
@@ -306,7 +349,7 @@ def ensure_fallback(cfg: Config, store: Store, cutoff, force: bool = False,
     stem = artifact_stem(cfg.data.checkpoint_dir, "fallback", cutoff, json_hash(rec))
     if stem.with_suffix(".json").exists() and not force:
         try: return LightGBMFallback.load(stem), stem, True
-        except CheckpointError as e: print(f"   {e}\n   -> training a new one over it")
+        except CheckpointError as e: print(f"   {e}\n   -> training a new one over it", flush=True)
     if prices is None: prices, index = stored_prices(store, cfg)
     if feats is None: feats = store.read("features", end=cutoff)
     feats = feats[feats["date"] <= cutoff]
@@ -358,7 +401,9 @@ def traded_on(store: Store, date) -> list[str]:
     "Tickers with a price on `date`; a clear error when it is not a trading date of the store."
     date = pd.Timestamp(date)
     t = sorted(store.read("prices", start=date, end=date, columns=["ticker"])["ticker"].unique())
-    if not t: raise ValueError(f"{date:%Y-%m-%d} is not a trading date of the stored prices")
+    if not t:
+        trading_day(store, date)                                          # raises, naming the nearest trading days
+        raise ValueError(f"{date:%Y-%m-%d} is not a trading date of the stored prices")
     return t
 
 def predict_ranked(cfg: Config, store: Store, foundation_hash: str, fallback, date=None,
@@ -377,13 +422,28 @@ def predict_ranked(cfg: Config, store: Store, foundation_hash: str, fallback, da
     return rank_predictions(mgr.predict(tickers, date), cfg.features.horizon)
 
 def save_predictions(store: Store, ranked: pd.DataFrame, out_dir: str | Path) -> Path:
-    "Upsert the day's table into `predictions` (key date, ticker) and write it as CSV (atomically); returns the CSV path."
+    "Write the day's table into `predictions` (key date, ticker) and as CSV so that both change or neither; returns the CSV path."
     d = pd.Timestamp(ranked["date"].iloc[0])
     rows = stored_predictions(ranked).assign(created=pd.Timestamp.now(tz="UTC").tz_localize(None))
-    if store.has("predictions") and set(store.columns("predictions")) != set(rows.columns): store.drop("predictions")  # an older layout
-    store.upsert("predictions", rows, key=("date", "ticker"))
     path = Path(out_dir) / f"predictions_{d:%Y-%m-%d}.csv"
-    with atomic_write(path, "w") as f: ranked.to_csv(f, index=False, float_format="%.6g")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")   # the CSV first, in full, beside its place
+    old, placed = (path.read_bytes() if path.exists() else None), False
+    try:
+        with os.fdopen(fd, "w") as f:
+            ranked.to_csv(f, index=False, float_format="%.6g"); f.flush(); os.fsync(f.fileno())
+        umask = os.umask(0); os.umask(umask); os.chmod(tmp, 0o666 & ~umask)
+        with store.transaction():                                        # the table, then the CSV put in place before the commit
+            if store.has("predictions") and set(store.columns("predictions")) != set(rows.columns): store.drop("predictions")  # an older layout
+            store.upsert("predictions", rows, key=("date", "ticker"))
+            os.replace(tmp, path); placed = True                          # fails: the table rolls back
+    except BaseException:
+        if placed:                                                        # the commit failed after the CSV moved: put the old one back
+            if old is None: path.unlink(missing_ok=True)
+            else:
+                with atomic_write(path) as f: f.write(old)
+        raise
+    finally: Path(tmp).unlink(missing_ok=True)
     return path
 
 def format_ranked(ranked: pd.DataFrame) -> str:
@@ -408,99 +468,136 @@ def run_main(cfg: Config | None = None,  # config; None loads it
              read: dict | None = None,   # loader options for `source` (layout, ticker, columns, ...)
              sectors=None,               # sector(s) for the tickers of `source` the universe does not know
             ) -> dict:
-    "Ingest → features → graphs → foundation → embeddings → twins → fallback → ranked predictions; returns a summary."
-    from stock_twins.data import user_tickers
-    from stock_twins.regime import regime_labels
+    "Ingest → features → graphs → foundation → embeddings → twins → fallback → ranked predictions; returns a summary (`failures`: what failed, and what served instead)."
     cfg = cfg or load_config()
+    check_writable({"data.checkpoint_dir": cfg.data.checkpoint_dir})      # the jobs' lock lives there
     own = store is None
     store = store or Store.from_config(cfg)
-    t0, out = time.perf_counter(), {}
     try:
-        if source is not None:
-            done = step(f"ingest your prices from {source} into {store.path}", progress)
-            r = ingest_source(store, cfg, source, index, read, sectors)
-            done(f"{r['rows']:,} price rows of {len(r['tickers'])} stocks (idempotent)")
-            if progress: print("\n".join(f"   {l}" for l in (r["recognised"] + ("\n" + r["index_recognised"] if r["index"] else "")).splitlines()))
-            others = sorted(set(store.tickers("prices")) - set(r["tickers"]))
-            if others and progress:
-                print(f"   the store also holds {len(others)} other stocks ({', '.join(others[:6])}{' ...' if len(others) > 6 else ''}): "
-                      "they stay in the job; use --store for a store of your stocks alone")
-        elif ingest:
-            mine = user_tickers(store)
-            if mine and set(store.tickers("prices")) <= set(mine):
-                if progress: print(f"-> the store holds your prices only ({len(mine)} stocks): the bundled sample is not added")
-            else:
-                done = step(f"ingest the bundled real sample into {store.path}", progress)
-                n = ingest_sample(store, cfg); done(f"{n:,} price rows (idempotent)")
-            if index is not None:
-                from stock_twins.data import ingest_index, read_source
-                li = read_source(index); ingest_index(store, li.prices, li.source)
-        done = step("your universe: stocks, sectors, twins, market index", progress)
-        cfg, info = job_config(cfg, store)
-        done()
-        if progress: print(describe_job(info))
-        prices, index = stored_prices(store, cfg)                          # read once; a clear error when the store has no prices
-        done = step(f"point-in-time features and 5-day labels (market index {info['index'] or 'none'})", progress)
-        feats, fresh = build_features(store, cfg, force, prices, index, info["index_label"])
-        done(f"{len(feats):,} rows {'written' if fresh else 'reused'}")
-        done = step("correlation graphs (DuckDB graph store; from the stocks' own returns, no index)", progress)
-        n, total = ensure_graphs_in_store(cfg, store, prices); done(f"{n} written, {total} stored")
-        cutoff = pd.Timestamp(prices["date"].max())
-        m = cfg.main
-        done = step(f"foundation ({'tiny' if m.tiny else f'hidden {m.hidden}'}, {m.epochs} epochs on labels from the last "
-                    f"{m.train_years:g} years, every {m.date_stride}th date, cutoff {cutoff:%Y-%m-%d})", progress)
-        model, fpath, reused = ensure_foundation(cfg, store, force=force, progress=progress, prices=prices, index=index, feats=feats)
-        fh = model.meta["weights_sha256"]
-        done(f"{'reused' if reused else 'trained'} {fpath}  (sha256 {fh[:12]}...)")
-        done = step(f"embeddings of the last {m.embed_days} trading days", progress)
-        new, old = ensure_embeddings(cfg, store, model, progress=progress, prices=prices, index=index, feats=feats)
-        done(f"{new} dates embedded, {old} reused")
-        regs = regime_labels(prices, index, cfg, feats)                     # once, for the twins' targets and the fallback
-        done = step(f"twins of the pilot stocks at cutoff {cutoff:%Y-%m-%d}", progress)
-        twins = ensure_twins(cfg, store, cutoff, fh, resume=not force, progress=progress, market=(prices, index, feats))
-        counts = twins["status"].value_counts().to_dict()
-        done(", ".join(f"{v} {k}" for k, v in counts.items()))
-        failed = twins[twins["status"] == "failed"]
-        for r in failed.itertuples(): print(f"   twin {r.ticker} failed: {r.reason} (its forecasts come from the fallback)")
-        ok = twins[twins["status"] != "failed"]
-        if progress and len(ok):
-            serves = ok["serves"].fillna("")
-            by_out = {k: int(serves.str.contains(k).sum()) for k in ("ret", "hit", "vol", "quantile", "regime")}
-            print(f"   routing by evidence (calibration window before the cutoff): the twin serves " +
-                  ", ".join(f"{k} for {v}" for k, v in by_out.items()) + f" of {len(ok)} stocks, the prior the rest; "
-                  f"{int((serves == '').sum())} twins serve no output (their stocks are served by the prior)")
-        done = step("LightGBM fallback for stocks without a twin", progress)
-        fb, fdir, reused = ensure_fallback(cfg, store, cutoff, force, prices, index, feats, regs)
-        done(f"{'reused' if reused else 'trained'} {fdir}")
-        done = step(f"forecasts for {cutoff:%Y-%m-%d} (5 trading days ahead), ranked by priority", progress)
-        traded = traded_on(store, cutoff)
-        bound = fallback_for(cfg, store, fb, traded, cutoff, feats, regs)
-        ranked = predict_ranked(cfg, store, fh, bound, cutoff)
-        csv = save_predictions(store, ranked, m.out_dir); done()
-        from stock_twins.paper import format_target, save_target_portfolio, target_portfolio
-        done = step("the day's target portfolio (PPO when a trained policy knows the day's stocks, else the priority rule)", progress)
-        tp = target_portfolio(cfg, store, cutoff)                        # from cash, after every limit and cost
-        save_target_portfolio(store, tp); done(f"rule {tp['rule'].iloc[0]}, {int((tp.weight.abs() > 1e-12).sum()) - 1} positions")
-        from stock_twins.agents import daily_report
-        done = step("the daily report: the PolicyAgent's actions on the proposal, an explanation per position", progress)
-        rep = daily_report(cfg, store, cutoff, progress=False); done(str(rep["path"]))
-        publish(cfg, store)                                                  # the API serves the new day from here on
-        out = dict(date=f"{cutoff:%Y-%m-%d}", stocks=len(ranked), twins=int((ranked["source"] == "twin").sum()),
-                   prior=int((ranked["source"] == "prior").sum()),
-                   fallback=int((ranked["source"] == "fallback").sum()), foundation=str(fpath),
-                   twin_dir=str(Path(cfg.data.checkpoint_dir) / "twin"), fallback_dir=str(fdir), csv=str(csv), report=str(rep["path"]),
-                   store=f"{store.path} (table predictions)", seconds=round(time.perf_counter() - t0, 1))
-        if progress:
-            print(f"\nstocks served by source: twin {out['twins']}, prior {out['prior']}, fallback {out['fallback']}")
-            print(f"\nranked forecasts for the 5 trading days after {cutoff:%Y-%m-%d} "
-                  f"(priority = exp_return x hit_prob / (1 + vol over the 5 days)):\n" + format_ranked(ranked))
-            print(f"\ntarget portfolio for {cutoff:%Y-%m-%d} (table portfolio):\n" + format_target(tp))
-            print(f"\nmain job finished in {out['seconds']:.0f}s; written:\n" + "\n".join(f"  {k:<12} {v}" for k, v in out.items()
-                                                                                       if k not in ("date", "seconds")))
-            print(store_summary(store))
-        out["ranked"], out["portfolio"] = ranked, tp
+        with job_lock(cfg) as removed:                                    # the first job of a quiet moment cleans up after killed ones
+            if removed and progress: print(f"-> removed {len(removed)} temporary files of interrupted writes: {_few_paths(removed)}")
+            return _main_steps(cfg, store, force, ingest, progress, source, index, read, sectors)
     finally:
         if own: store.close()
+
+def _few_paths(ps, n: int = 3) -> str:
+    return ", ".join(str(p) for p in list(ps)[:n]) + (f" ... ({len(ps)} in all)" if len(ps) > n else "")
+
+def served_by(cfg: Config, store: Store, foundation_hash: str, ranked: pd.DataFrame, ticker: str, date) -> str:
+    "What served `ticker` in `ranked`, in words: the fallback, or which twin checkpoint."
+    src = ranked.set_index("ticker")["source"].get(ticker)
+    if src in ("twin", "prior"):                                    # 'prior': a twin routed to its prior for every output
+        from stock_twins.manager import TwinManager
+        ck = TwinManager(cfg, store, foundation_hash=foundation_hash).checkpoint_for(ticker, date)
+        return f"its forecast comes from an earlier twin checkpoint, {ck}" + (" (which serves its prior for every output)" if src == "prior" else "")
+    return f"its forecast comes from the {src}" if src else "it has no forecast"
+
+def policy_problems(cfg: Config) -> list[dict]:
+    "The saved PPO policies whose record or weights are corrupt (path, error); the main job then uses the priority rule."
+    root = Path(cfg.data.checkpoint_dir)
+    if not (root / "policy").is_dir(): return []
+    c = list_artifacts(root, "policy", verify=True)
+    return [dict(path=p, error=e) for p, e in zip(c["path"], c["error"]) if e is not None and not pd.isna(e)]
+
+def _main_steps(cfg: Config, store: Store, force: bool, ingest: bool, progress: bool, source, index, read, sectors) -> dict:
+    "The main job's steps (inside `run_main`'s guards)."
+    from stock_twins.data import user_tickers
+    from stock_twins.regime import regime_labels
+    t0, out, failures = time.perf_counter(), {}, []
+    if source is not None:
+        done = step(f"ingest your prices from {source} into {store.path}", progress)
+        r = ingest_source(store, cfg, source, index, read, sectors)
+        done(f"{r['rows']:,} price rows of {len(r['tickers'])} stocks (idempotent)")
+        if progress: print("\n".join(f"   {l}" for l in (r["recognised"] + ("\n" + r["index_recognised"] if r["index"] else "")).splitlines()))
+        others = sorted(set(store.tickers("prices")) - set(r["tickers"]))
+        if others and progress:
+            print(f"   the store also holds {len(others)} other stocks ({', '.join(others[:6])}{' ...' if len(others) > 6 else ''}): "
+                  "they stay in the job; use --store for a store of your stocks alone")
+    elif ingest:
+        mine = user_tickers(store)
+        if mine and set(store.tickers("prices")) <= set(mine):
+            if progress: print(f"-> the store holds your prices only ({len(mine)} stocks): the bundled sample is not added")
+        else:
+            done = step(f"ingest the bundled real sample into {store.path}", progress)
+            n = ingest_sample(store, cfg); done(f"{n:,} price rows (idempotent)")
+        if index is not None:
+            from stock_twins.data import ingest_index, read_source
+            li = read_source(index); ingest_index(store, li.prices, li.source)
+    done = step("your universe: stocks, sectors, twins, market index", progress)
+    cfg, info = job_config(cfg, store)
+    done()
+    if progress: print(describe_job(info))
+    check_writable(job_folders(cfg, "foundation", "twin", "fallback", outputs=True, subjects=cfg.universe.pilot))   # before the long work
+    prices, index = stored_prices(store, cfg)                          # read once; a clear error when the store has no prices
+    done = step(f"point-in-time features and 5-day labels (market index {info['index'] or 'none'})", progress)
+    feats, fresh = build_features(store, cfg, force, prices, index, info["index_label"])
+    done(f"{max(u.rows for u in fresh):,} rows written: {fresh.describe()}" if fresh else f"{len(feats):,} rows reused (prices, index and code unchanged)")
+    done = step("correlation graphs (DuckDB graph store; from the stocks' own returns, no index)", progress)
+    n, total, gup = ensure_graphs_in_store(cfg, store, prices); done(describe_graphs(n, total, gup))
+    cutoff = pd.Timestamp(prices["date"].max())
+    m = cfg.main
+    done = step(f"foundation ({'tiny' if m.tiny else f'hidden {m.hidden}'}, {m.epochs} epochs on labels from the last "
+                f"{m.train_years:g} years, every {m.date_stride}th date, cutoff {cutoff:%Y-%m-%d})", progress)
+    model, fpath, reused = ensure_foundation(cfg, store, force=force, progress=progress, prices=prices, index=index, feats=feats)
+    fh = model.meta["weights_sha256"]
+    done(f"{'reused' if reused else 'trained'} {fpath}  (sha256 {fh[:12]}...)")
+    done = step(f"embeddings of the last {m.embed_days} trading days", progress)
+    new, old, stale = ensure_embeddings(cfg, store, model, progress=progress, prices=prices, index=index, feats=feats)
+    done(f"{new} dates embedded, {old} reused" + (f" ({stale} embedded again: their prices or index changed)" if stale else ""))
+    regs = regime_labels(prices, index, cfg, feats)                     # once, for the twins' targets and the fallback
+    done = step(f"twins of the pilot stocks at cutoff {cutoff:%Y-%m-%d}", progress)
+    twins = ensure_twins(cfg, store, cutoff, fh, resume=not force, progress=progress, market=(prices, index, feats))
+    counts = twins["status"].value_counts().to_dict()
+    done(", ".join(f"{v} {k}" for k, v in counts.items()))
+    failed = twins[twins["status"] == "failed"]
+    ok = twins[twins["status"] != "failed"]
+    if progress and len(ok):
+        serves = ok["serves"].fillna("")
+        by_out = {k: int(serves.str.contains(k).sum()) for k in ("ret", "hit", "vol", "quantile", "regime")}
+        print(f"   routing by evidence (calibration window before the cutoff): the twin serves " +
+              ", ".join(f"{k} for {v}" for k, v in by_out.items()) + f" of {len(ok)} stocks, the prior the rest; "
+              f"{int((serves == '').sum())} twins serve no output (their stocks are served by the prior)")
+    done = step("LightGBM fallback for stocks without a twin", progress)
+    fb, fdir, reused = ensure_fallback(cfg, store, cutoff, force, prices, index, feats, regs)
+    done(f"{'reused' if reused else 'trained'} {fdir}")
+    done = step(f"forecasts for {cutoff:%Y-%m-%d} (5 trading days ahead), ranked by priority", progress)
+    traded = traded_on(store, cutoff)
+    bound = fallback_for(cfg, store, fb, traded, cutoff, feats, regs)
+    ranked = predict_ranked(cfg, store, fh, bound, cutoff)
+    csv = save_predictions(store, ranked, m.out_dir); done()
+    for t, reason in zip(failed["ticker"], failed["reason"]):           # say what actually served each failed twin's stock
+        served = served_by(cfg, store, fh, ranked, t, cutoff)
+        failures.append(dict(step="twins", subject=t, reason=reason, served=served, message=f"twin {t} failed: {reason}; {served}"))
+        print(f"   twin {t} failed: {reason}; {served}", flush=True)
+    from stock_twins.paper import format_target, save_target_portfolio, target_portfolio
+    done = step("the day's target portfolio (PPO when a trained policy knows the day's stocks, else the priority rule)", progress)
+    bad = policy_problems(cfg)
+    for p in bad:
+        failures.append(dict(step="portfolio", subject=p["path"], reason=p["error"], served="the priority rule made the target portfolio",
+                             message=f"policy {p['path']} is corrupt ({p['error']}); the priority rule made the target portfolio; repair: "
+                                     "train a new one (`stock-twins ppo`) or set it aside (`stock-twins check --repair`)"))
+        print(f"   policy {p['path']}: {p['error']}; the priority rule makes the target portfolio", flush=True)
+    tp = target_portfolio(cfg, store, cutoff, rule="priority" if bad else "auto")   # from cash, after every limit and cost
+    save_target_portfolio(store, tp); done(f"rule {tp['rule'].iloc[0]}, {int((tp.weight.abs() > 1e-12).sum()) - 1} positions")
+    from stock_twins.agents import daily_report
+    done = step("the daily report: the PolicyAgent's actions on the proposal, an explanation per position", progress)
+    rep = daily_report(cfg, store, cutoff, progress=False); done(str(rep["path"]))
+    publish(cfg, store)                                                  # the API serves the new day from here on
+    out = dict(date=f"{cutoff:%Y-%m-%d}", stocks=len(ranked), twins=int((ranked["source"] == "twin").sum()),
+               prior=int((ranked["source"] == "prior").sum()),
+               fallback=int((ranked["source"] == "fallback").sum()), foundation=str(fpath),
+               twin_dir=str(Path(cfg.data.checkpoint_dir) / "twin"), fallback_dir=str(fdir), csv=str(csv), report=str(rep["path"]),
+               store=f"{store.path} (table predictions)", seconds=round(time.perf_counter() - t0, 1),
+               failures=len(failures))
+    if progress:
+        print(f"\nstocks served by source: twin {out['twins']}, prior {out['prior']}, fallback {out['fallback']}")
+        print(f"\nranked forecasts for the 5 trading days after {cutoff:%Y-%m-%d} "
+              f"(priority = exp_return x hit_prob / (1 + vol over the 5 days)):\n" + format_ranked(ranked))
+        print(f"\ntarget portfolio for {cutoff:%Y-%m-%d} (table portfolio):\n" + format_target(tp))
+        print(f"\nmain job finished in {out['seconds']:.0f}s; written:\n" + "\n".join(f"  {k:<12} {v}" for k, v in out.items()
+                                                                                   if k not in ("date", "seconds")))
+        print(store_summary(store))
+    out["ranked"], out["portfolio"], out["failures"] = ranked, tp, failures
     return out
 
 # %% ../nbs/70_pipeline.ipynb #2b53ee72
@@ -514,35 +611,56 @@ def run_pretrain(cfg: Config | None = None,   # config; None loads it
                  **pretrain_kw,               # more `pretrain` arguments (date_stride, max_steps, accelerator, ...)
                 ) -> dict:
     "Pretrain from the store's prices, save the checkpoint, write the embeddings; prints and returns a summary."
-    from stock_twins.embed import embed
-    from stock_twins.foundation import param_table
-    from stock_twins.pretrain import pretrain
     cfg = cfg or load_config()
+    check_writable(job_folders(cfg, "foundation"))                        # before minutes of training
     own = store is None
     store = store or Store.from_config(cfg)
     try:
-        if not store.has("prices") or store.count("prices") == 0: ingest_sample(store, cfg)
-        cfg, _ = job_config(cfg, store)
-        prices, index = stored_prices(store, cfg)
-        t0 = time.time()
-        model, path = pretrain(prices, index, cfg, train_end=train_end, epochs=epochs, store=store, progress=progress, tiny=tiny, **pretrain_kw)
-        t1 = time.time()
-        dates = pd.DatetimeIndex(np.sort(prices["date"].unique()))
-        if embed_start is not None: dates = dates[dates >= pd.Timestamp(embed_start)]
-        emb = embed(model, prices, index, dates, store=store, cfg=cfg, progress=progress, batch_dates=64)
-        summary = dict(checkpoint=str(path), params=int(param_table(model).loc["total", "params"]),
-                       train_end=model.meta["train_end"], last_label_date=model.meta["last_label_date"],
-                       train_dates=model.meta["train_dates"], epochs_run=model.meta["epochs_run"], best_val_loss=model.meta["best_val_loss"],
-                       train_seconds=round(t1 - t0, 1), embeddings=len(emb), embed_seconds=round(time.time() - t1, 1), store=store.path)
+        with job_lock(cfg): summary = _pretrain_steps(cfg, store, epochs, train_end, tiny, embed_start, progress, pretrain_kw)
     finally:
         if own: store.close()
     if progress: print("foundation pretraining done\n" + "\n".join(f"  {k:<16} {v}" for k, v in summary.items()))
     return summary
 
-def _day(store: Store, when) -> pd.Timestamp:
+def _pretrain_steps(cfg: Config, store: Store, epochs, train_end, tiny: bool, embed_start, progress: bool, pretrain_kw: dict) -> dict:
+    from stock_twins.embed import embed
+    from stock_twins.foundation import param_table
+    from stock_twins.pretrain import pretrain
+    if not store.has("prices") or store.count("prices") == 0: ingest_sample(store, cfg)
+    cfg, _ = job_config(cfg, store)
+    prices, index = stored_prices(store, cfg)
+    t0 = time.time()
+    model, path = pretrain(prices, index, cfg, train_end=train_end, epochs=epochs, store=store, progress=progress, tiny=tiny, **pretrain_kw)
+    t1 = time.time()
+    dates = pd.DatetimeIndex(np.sort(prices["date"].unique()))
+    if embed_start is not None: dates = dates[dates >= pd.Timestamp(embed_start)]
+    with store.transaction():
+        emb = embed(model, prices, index, dates, store=store, cfg=cfg, progress=progress, batch_dates=64)
+        if model.meta.get("weights_sha256"): record_embeddings(store, cfg, model.meta["weights_sha256"], dates)
+    return dict(checkpoint=str(path), params=int(param_table(model).loc["total", "params"]),
+                train_end=model.meta["train_end"], last_label_date=model.meta["last_label_date"],
+                train_dates=model.meta["train_dates"], epochs_run=model.meta["epochs_run"], best_val_loss=model.meta["best_val_loss"],
+                train_seconds=round(t1 - t0, 1), embeddings=len(emb), embed_seconds=round(time.time() - t1, 1), store=store.path)
+
+def _day(store: Store, when, what: str = "date") -> pd.Timestamp:
+    "The latest price date, or `when` checked against the trading dates (`integrity.trading_day`)."
     if not store.has("prices") or store.count("prices") == 0:
         raise ValueError(f"no prices in {store.path}: run `stock-twins ingest` (or `stock-twins main`) first")
-    return store.span("prices")[1] if when is None else pd.Timestamp(when)
+    return store.span("prices")[1] if when is None else trading_day(store, when, what)
+
+class RepairNeeded(CheckpointError):
+    "An artefact a job needs is corrupt and this job does not retrain it: `command` (the `stock-twins` arguments) repairs it."
+    def __init__(self, msg: str, command: Sequence[str]):
+        super().__init__(msg); self.command = list(command)
+
+def _refresh_inputs(cfg: Config, store: Store, progress: bool, index_label: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    "Bring features, labels and graphs up to date with the prices (cheap when nothing changed; says what was recomputed)."
+    prices, index = stored_prices(store, cfg)
+    feats, fresh = build_features(store, cfg, False, prices, index, index_label)
+    if fresh and progress: print(f"-> stored inputs changed: {fresh.describe()}", flush=True)
+    n, total, gup = refresh_graphs(store, cfg, prices)
+    if gup.changed and progress: print(f"-> graphs: {describe_graphs(n, total, gup)}", flush=True)
+    return prices, index
 
 def run_retrain(cfg: Config, store: Store,
                 cutoff=None,                          # last date whose information may be used (default: the latest price)
@@ -551,39 +669,105 @@ def run_retrain(cfg: Config, store: Store,
                 foundation: str | Path | None = None, # foundation checkpoint (default: the newest main-job one)
                 progress: bool = True,
                ) -> pd.DataFrame:
-    "Weekly retraining: embed up to the cutoff with the frozen foundation, then fine-tune every pilot twin; `retrain_all`'s summary with the cutoff."
-    from stock_twins.pretrain import load_foundation
-    cutoff = _day(store, cutoff)
-    cfg, _ = job_config(cfg, store)                                     # the store's universe, pilots and index, as `main` saw them
+    "Weekly retraining: embed up to the cutoff with the frozen foundation, then fine-tune every pilot twin; `ensure_twins`' summary with the cutoff."
+    cutoff = _day(store, cutoff, "--cutoff")                            # dates first, before anything trains
+    cfg, info = job_config(cfg, store)                                     # the store's universe, pilots and index, as `main` saw them
+    if tickers is not None:
+        other = [t for t in tickers if t not in cfg.universe.pilot]
+        if other: raise ValueError(f"{other}: not pilot stocks (universe.pilot); only pilots get twins, the others use the fallback")
     stem, rec = latest_foundation(cfg, foundation)
-    done = step(f"embeddings up to {cutoff:%Y-%m-%d} with the frozen foundation {stem.name}", progress)
-    new, old = ensure_embeddings(cfg, store, load_foundation(stem), end=cutoff, progress=progress); done(f"{new} dates embedded, {old} reused")
-    done = step(f"fine-tune the pilot twins at cutoff {cutoff:%Y-%m-%d}", progress)
-    s = ensure_twins(cfg, store, cutoff, rec["sha256"], tickers=tickers, n_jobs=n_jobs, resume=resume, progress=progress)
-    done(", ".join(f"{v} {k}" for k, v in s["status"].value_counts().items()))
+    _verified_foundation(stem, foundation is not None)
+    check_writable(job_folders(cfg, "twin", subjects=list(tickers or cfg.universe.pilot)))
+    with job_lock(cfg) as removed:
+        if removed and progress: print(f"-> removed {len(removed)} temporary files of interrupted writes: {_few_paths(removed)}")
+        prices, index = _refresh_inputs(cfg, store, progress, info["index_label"])
+        done = step(f"embeddings up to {cutoff:%Y-%m-%d} with the frozen foundation {stem.name}", progress)
+        new, old, stale = ensure_embeddings(cfg, store, stem, end=cutoff, progress=progress, prices=prices, index=index)
+        done(f"{new} dates embedded, {old} reused" + (f" ({stale} embedded again: their prices or index changed)" if stale else ""))
+        done = step(f"fine-tune the pilot twins at cutoff {cutoff:%Y-%m-%d}", progress)
+        s = ensure_twins(cfg, store, cutoff, rec["sha256"], tickers=tickers, n_jobs=n_jobs, resume=resume, progress=progress)
+        done(", ".join(f"{v} {k}" for k, v in s["status"].value_counts().items()))
     return s.assign(cutoff=cutoff)
+
+def _verified_foundation(stem: Path, explicit: bool = False):
+    "The foundation a job builds on must verify (record, size, sha256) even when its weights are not loaded."
+    try: verify_artifact(stem, "foundation")
+    except CheckpointError as e:
+        raise RepairNeeded(f"{e}; every twin and embedding of this job is built on it", ["pretrain"] if explicit else ["main"]) from None
+
+def _check_serving(cfg: Config, stem: Path, rec: dict, tickers: Sequence[str], date: pd.Timestamp):
+    "Refuse to serve around corrupt artefacts: a newer foundation whose record is unreadable, a corrupt twin that would serve `date`."
+    c = list_artifacts(cfg.data.checkpoint_dir, "foundation")
+    bad = c[c["error"].notna()]
+    newer = [(p, e) for p, e in zip(bad["path"], bad["error"]) if (ct := stem_cutoff(Path(p))) is not None and ct >= pd.Timestamp(rec["cutoff"])]
+    if newer:
+        raise RepairNeeded(f"the foundation {newer[0][0]} is corrupt ({newer[0][1]}); predictions would silently use an older one "
+                           f"({stem.name}) and its twins", ["main"])
+    probs = twin_problems(cfg, tickers, rec["sha256"], date)
+    if probs:
+        cut = max(p["cutoff"] for p in probs)
+        who = ",".join(sorted({p["ticker"] for p in probs if p["cutoff"] == cut}))
+        lines = "; ".join(f"{p['ticker']}: {p['error']}" for p in probs[:3])
+        raise RepairNeeded(f"{len(probs)} twin checkpoint{'s are' if len(probs) > 1 else ' is'} corrupt ({lines}); serving around "
+                           f"{'them' if len(probs) > 1 else 'it'} would switch {'those stocks' if len(probs) > 1 else 'that stock'} to another model",
+                           ["retrain", "--cutoff", f"{cut:%Y-%m-%d}", "--tickers", who])
 
 def run_predict(cfg: Config, store: Store,
                 date=None,                            # forecast origin (default: the latest price)
                 tickers: Sequence[str] | None = None, # stocks (default: every stock that traded that day)
                 foundation: str | Path | None = None, # foundation checkpoint (default: the newest main-job one)
                 progress: bool = True,
+                outputs: bool = False,                # the caller will store the table (CSV, snapshot): check those folders first
                ) -> tuple[pd.DataFrame, Path]:
     "Ranked forecasts for `date` from the twins and the fallback: (ranked table, foundation stem)."
-    date = _day(store, date)
-    cfg, _ = job_config(cfg, store)                                     # the store's universe, pilots and index, as `main` saw them
+    date = _day(store, date, "--date")                                  # dates first, before anything trains
+    cfg, info = job_config(cfg, store)                                     # the store's universe, pilots and index, as `main` saw them
     traded = traded_on(store, date)
     stem, rec = latest_foundation(cfg, foundation)
     fh = rec["sha256"]
-    if date not in embedded_dates(store, fh, traded):                    # only then is the model built
-        from stock_twins.pretrain import load_foundation
-        done = step(f"embeddings of {date:%Y-%m-%d} with the foundation {stem.name}", progress)
-        ensure_embeddings(cfg, store, load_foundation(stem), end=date, days=1, progress=False); done()
-    done = step("LightGBM fallback for stocks without a twin", progress)
-    fb, fdir, reused = ensure_fallback(cfg, store, date); done(f"{'reused' if reused else 'trained'} {fdir}")
-    from stock_twins.manager import TwinManager
     want = traded if tickers is None else list(dict.fromkeys(tickers))
-    mgr = TwinManager(cfg, store, foundation_hash=fh)
-    others = [t for t in want if t in traded and mgr.checkpoint_for(t, date) is None]
-    bound = fallback_for(cfg, store, fb, others, date)
-    return predict_ranked(cfg, store, fh, bound, date, tickers), stem
+    _verified_foundation(stem, foundation is not None)
+    _check_serving(cfg, stem, rec, [t for t in want if t in cfg.universe.pilot], date)
+    check_writable({**job_folders(cfg, "fallback"), **({k: v for k, v in job_folders(cfg, outputs=True).items() if k != "agents.report_dir"} if outputs else {})})
+    with job_lock(cfg) as removed:
+        if removed and progress: print(f"-> removed {len(removed)} temporary files of interrupted writes: {_few_paths(removed)}")
+        prices, index = _refresh_inputs(cfg, store, progress, info["index_label"])
+        missing, stale = embeddings_needed(cfg, store, fh, [date], traded)
+        if missing or stale:                                                # only then is the model built
+            done = step(f"embeddings of {date:%Y-%m-%d} with the foundation {stem.name}" + (" (its prices changed)" if stale else ""), progress)
+            ensure_embeddings(cfg, store, stem, end=date, days=1, progress=False, prices=prices, index=index); done()
+        done = step("LightGBM fallback for stocks without a twin", progress)
+        fb, fdir, reused = ensure_fallback(cfg, store, date); done(f"{'reused' if reused else 'trained'} {fdir}")
+        from stock_twins.manager import TwinManager
+        mgr = TwinManager(cfg, store, foundation_hash=fh)
+        others = [t for t in want if t in traded and mgr.checkpoint_for(t, date) is None]
+        by_cut = {}
+        for t in want:
+            if (p := mgr.checkpoint_for(t, date)) is not None: by_cut.setdefault(stem_cutoff(Path(p)), []).append(t)
+        for c, ts in sorted(by_cut.items()):
+            old = stale_twins(cfg, store, ts, c, fh)
+            if old and progress: print(f"   note: the twins of {', '.join(old)} (cutoff {c:%Y-%m-%d}) were trained before their prices or index "
+                                       f"changed; `stock-twins retrain --cutoff {c:%Y-%m-%d}` retrains them", flush=True)
+        bound = fallback_for(cfg, store, fb, others, date)
+        return predict_ranked(cfg, store, fh, bound, date, tickers), stem
+
+# %% ../nbs/70_pipeline.ipynb #70a67510
+def run_options_features(cfg: Config, store: Store, tickers: Sequence[str] | None = None, force: bool = False,
+                         progress: bool = False) -> tuple[dict | None, Update]:
+    "Options features of the tickers whose chains or prices changed (or `tickers`, or all with `force`): (`build_options_features` summary or None, Update)."
+    from stock_twins.options import build_options_features
+    todo, up = options_plan(store, cfg, force or tickers is not None)
+    if tickers is not None: todo = list(tickers)
+    if not todo: return None, up
+    with store.transaction():
+        r = build_options_features(store, cfg, tickers=todo, progress=progress)
+        record_options(store, cfg, todo)
+    return r, up
+
+def run_text_features(cfg: Config, store: Store, lm=None) -> dict:
+    "`text.build_text_features`, with its lineage recorded."
+    from stock_twins.text import build_text_features
+    with store.transaction():
+        r = build_text_features(store, cfg, lm)
+        record_text(store, r["version"])
+    return r

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 from .config import Config, load_config
 
 # %% auto #0
-__all__ = ['SNAPSHOT_FORMAT', 'StoreError', 'atomic_write', 'Store', 'publish_snapshot', 'snapshot_pointer', 'read_snapshot']
+__all__ = ['SNAPSHOT_FORMAT', 'LINEAGE_TABLE', 'StoreError', 'atomic_write', 'case_hint', 'Store', 'publish_snapshot',
+           'snapshot_pointer', 'read_snapshot']
 
 # %% ../nbs/03_store.ipynb #7d19cdc4
 class StoreError(RuntimeError):
@@ -33,7 +34,7 @@ def atomic_write(url: str | os.PathLike, mode: str = "wb") -> Iterator:
         with fs.open(path, mode) as f: yield f
         return
     p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.{os.getpid()}-", suffix=".tmp")   # the writer's pid: a killed write is found
     umask = os.umask(0); os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # the permissions a plain open() would give, not mkstemp's 0600
     try:
@@ -51,6 +52,16 @@ def _key_desc(df: pd.DataFrame, mask, key: Sequence[str], n: int = 3) -> str:
 def _ident(name: str) -> str:
     if not _IDENT.match(str(name)): raise ValueError(f"not a valid table or column name: {name!r}")
     return f'"{name}"'
+
+def _quote(name: str) -> str:
+    "Any existing table's name, quoted for SQL (for names the catalogue returned, not for names a user typed)."
+    return '"' + str(name).replace('"', '""') + '"'
+
+def case_hint(unknown, known) -> str:
+    "' (did you mean ...? tickers are case-sensitive)' when some of `unknown` differ from a known ticker only in case, else ''."
+    up = {str(k).upper(): k for k in known}
+    near = {u: up[str(u).upper()] for u in unknown if str(u).upper() in up}
+    return f" (did you mean {list(near.values())}? tickers are case-sensitive)" if near else ""
 
 # %% ../nbs/03_store.ipynb #6eec34ae
 class Store:
@@ -167,7 +178,8 @@ class Store:
             tickers = [tickers] if isinstance(tickers, str) else list(tickers)
             known = set(self.tickers(table))
             unknown = sorted(set(tickers) - known)
-            if unknown: raise KeyError(f"unknown tickers {unknown} in {table}; it holds {len(known)} tickers, e.g. {sorted(known)[:5]}")
+            if unknown: raise KeyError(f"unknown tickers {unknown} in {table}; it holds {len(known)} tickers, e.g. {sorted(known)[:5]}"
+                                       f"{case_hint(unknown, known)}")
             q.append("ticker in (select unnest(?))"); args.append(tickers)
         if start is not None: q.append("date >= ?"); args.append(pd.Timestamp(start).to_pydatetime())
         if end is not None: q.append("date <= ?"); args.append(pd.Timestamp(end).to_pydatetime())
@@ -245,9 +257,13 @@ class Store:
         return True
 
     def summary(self) -> pd.DataFrame:
-        "One row per table: rows, columns, distinct tickers and date span (where the table has them)."
+        "One row per table: rows, columns, distinct tickers and date span (where the table has them); a table of another name style is counted only."
         rows = []
         for t in self.tables():
+            if not _IDENT.match(t):                                   # not made by stock_twins (e.g. 'my table'): count it, touch nothing else
+                n = self.con.execute(f"select count(*) from {_quote(t)}").fetchone()[0]
+                ncol = self.con.execute("select count(*) from information_schema.columns where table_schema='main' and table_name = ?", [t]).fetchone()[0]
+                rows.append(dict(table=t, rows=n, columns=ncol, tickers=None, first=None, last=None)); continue
             cols = self.columns(t)
             r = dict(table=t, rows=self.count(t), columns=len(cols), tickers=None, first=None, last=None)
             if "ticker" in cols: r["tickers"] = len(self.tickers(t))
@@ -389,3 +405,70 @@ def read_snapshot(folder: str | os.PathLike,    # snapshot root
         if _sha256_file(f) != meta["sha256"]: raise StoreError(f"{f}: sha256 does not match the snapshot pointer (corrupt file)")
         out[t] = pq.read_table(f).to_pandas()
     return ptr, out
+
+# %% ../nbs/03_store.ipynb #7ccd256e
+LINEAGE_TABLE = "lineage"
+
+def _hash_sql(cols: Sequence[str]) -> str:
+    return f"hash({', '.join(_ident(c) for c in cols)})"
+
+def _content_hashes(self: Store, table: str, by: str = "ticker",
+                    columns: Sequence[str] | None = None,  # columns to hash (default: every column); those the table lacks are left out
+                    where: Mapping | None = None,          # `read`'s equality filters
+                    start=None, end=None,                  # date range, inclusive
+                   ) -> pd.DataFrame:
+    "Per value of `by`: `rows` and `hash` (a string) of the rows' `columns`, computed in DuckDB; empty when the table does not exist."
+    if not self.has(table): return pd.DataFrame({"key": pd.Series(dtype=object), "rows": pd.Series(dtype="int64"), "hash": pd.Series(dtype=object)})
+    have = self.columns(table)
+    cols = [c for c in (columns or have) if c in have]
+    w, args = self._where(table, start=start, end=end, where=where)
+    return self.con.execute(f"select {_ident(by)} as key, count(*) as rows, sum({_hash_sql(cols)})::varchar as hash "
+                            f"from {_ident(table)}{w} group by 1 order by 1", args).df()
+
+def _window_hashes(self: Store, table: str,
+                   columns: Sequence[str] | None = None, # columns to hash (default: every column)
+                   preceding: int | None = None,         # dates before each date that count too (None: every earlier date)
+                   where: Mapping | None = None,
+                  ) -> pd.DataFrame:
+    "Per date of `table`: `hash` of the rows of that date and of the `preceding` dates before it, computed in DuckDB."
+    if not self.has(table): return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "hash": pd.Series(dtype=object)})
+    have = self.columns(table)
+    cols = [c for c in (columns or have) if c in have]
+    w, args = self._where(table, where=where)
+    frame = "unbounded preceding" if preceding is None else f"{int(preceding)} preceding"
+    return self.con.execute(f"select date, (sum(h) over (order by date rows between {frame} and current row))::varchar as hash "
+                            f"from (select date, sum({_hash_sql(cols)})::hugeint as h from {_ident(table)}{w} group by date) order by date", args).df()
+
+def _read_all(self: Store, table: str) -> tuple[int, str]:
+    "Read every value of `table` (DuckDB checks each block's checksum): (rows, content hash); a `StoreError` names a corrupt table."
+    if table not in self.tables(): raise KeyError(f"no table {table!r} in the store {self.path}")
+    cols = [r[0] for r in self.con.execute("select column_name from information_schema.columns where table_schema='main' "
+                                           "and table_name = ? order by ordinal_position", [table]).fetchall()]
+    try: n, h = self.con.execute(f"select count(*), sum(hash({', '.join(_quote(c) for c in cols)}))::varchar from {_quote(table)}").fetchone()
+    except duckdb.Error as e: raise StoreError(f"table {table!r} of {self.path} cannot be read: {e}") from None
+    return int(n), h or ""
+
+_LINEAGE_COLS = ["part", "input_hash", "recipe", "rows", "updated"]
+
+def _lineage(self: Store, table: str) -> pd.DataFrame:
+    "What the rows of derived `table` were computed from, per part (a ticker or a date): part, input_hash, recipe, rows, updated."
+    if not self.has(LINEAGE_TABLE): return pd.DataFrame({c: pd.Series(dtype=object) for c in _LINEAGE_COLS})
+    return self.read(LINEAGE_TABLE, where={"table_name": table})[_LINEAGE_COLS]
+
+def _set_lineage(self: Store, table: str, parts: pd.DataFrame) -> int:
+    "Record (upsert) the lineage of some parts of `table`: a frame with part, input_hash, recipe and rows."
+    if len(parts) == 0: return 0
+    rows = pd.DataFrame({"table_name": table, "part": parts["part"].astype(str).to_numpy(), "input_hash": parts["input_hash"].astype(str).to_numpy(),
+                         "recipe": parts["recipe"].astype(str).to_numpy(), "rows": parts["rows"].astype("int64").to_numpy(),
+                         "updated": pd.Timestamp(datetime.now(timezone.utc)).tz_localize(None)})
+    return self.upsert(LINEAGE_TABLE, rows, key=("table_name", "part"))
+
+def _drop_lineage(self: Store, table: str, parts: Iterable[str] | None = None) -> int:
+    "Forget the lineage of `parts` of `table` (all of them when None); returns rows deleted."
+    if not self.has(LINEAGE_TABLE): return 0
+    where = {"table_name": table} if parts is None else {"table_name": table, "part": [str(p) for p in parts]}
+    if parts is not None and not where["part"]: return 0
+    return self.delete(LINEAGE_TABLE, where=where)
+
+Store.content_hashes, Store.window_hashes, Store.read_all = _content_hashes, _window_hashes, _read_all
+Store.lineage, Store.set_lineage, Store.drop_lineage = _lineage, _set_lineage, _drop_lineage

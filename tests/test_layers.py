@@ -21,7 +21,7 @@ LAYERS = [
     ("portfolio", ["portfolio", "portfolio_env", "paper"]),
     ("agents", ["text", "policy", "explain", "agents"]),
     ("harness", ["metrics", "report", "evaluation", "backtest"]),
-    ("jobs", ["pipeline", "featurestore", "schedule"]),
+    ("jobs", ["integrity", "pipeline", "health", "featurestore", "schedule"]),
     ("faces", ["cli", "api"]),
     ("test fixtures", ["testing"]),
 ]
