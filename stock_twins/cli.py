@@ -167,7 +167,7 @@ def cmd_retrain(args) -> int:
     cfg = _job_cfg(args)
     with Store.from_config(cfg) as st:
         s = run_retrain(cfg, st, args.cutoff, _tickers(args.tickers), args.n_jobs, not args.no_resume, args.foundation)
-        cols = [c for c in ("ticker", "status", "epochs", "best_epoch", "val_loss_init", "val_loss", "seconds", "reason") if c in s]
+        cols = [c for c in ("ticker", "status", "options", "serves", "epochs", "best_epoch", "val_loss_init", "val_loss", "seconds", "reason") if c in s]
         print(s[cols].to_string(index=False, na_rep="", float_format="{:.4f}".format))
         print(f"checkpoints: {Path(cfg.data.checkpoint_dir) / 'twin'}")
     bad = s[s["status"] == "failed"]

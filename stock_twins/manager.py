@@ -160,11 +160,14 @@ class TwinManager:
                 date,                                   # forecast origin t
                 inputs: pd.DataFrame | None = None,     # a `twin_frame` holding rows at `date`; None reads the store
                ) -> pd.DataFrame:
-        "Forecasts at `date` in the PRED_COLUMNS schema plus `source` ('twin', 'prior' or 'fallback'), one row per ticker, in order."
+        "Forecasts at `date` in the PRED_COLUMNS schema plus `source` ('twin', 'prior' or 'fallback'), one row per ticker, in order; an options twin's rows have `model` '<name>+options'."
         tickers = [tickers] if isinstance(tickers, str) else list(dict.fromkeys(tickers))
         check_tickers(tickers, self.cfg)
         date = pd.Timestamp(date)
         paths = {t: self.checkpoint_for(t, date) for t in tickers}
+        for p in set(filter(None, paths.values())): self._load(p)        # load (and verify) into the cache
+        no_opt = self._without_options([t for t in tickers if paths[t] and self._twins[paths[t]].spec.options], date, inputs)
+        for t in no_opt: paths[t] = None                                 # an options twin without the day's options features: the fallback serves
         mine = [t for t in tickers if paths[t] is not None]
         other = [t for t in tickers if paths[t] is None]
         parts = []
@@ -173,7 +176,8 @@ class TwinManager:
             parts.append(pt.assign(source=["twin" if bool(self._twins[paths[t]].route.any()) else "prior" for t in mine]))
         if other:
             if self.fallback is None:
-                raise ValueError(f"no twin for {other} at {date:%Y-%m-%d} (not pilots, or no checkpoint with cutoff <= that date) "
+                why = f"; the options twins of {no_opt} have no options features on that day" if no_opt else ""
+                raise ValueError(f"no twin for {other} at {date:%Y-%m-%d} (not pilots, or no checkpoint with cutoff <= that date{why}) "
                                  "and no fallback was given")
             fb = validate_predictions(self.fallback.predict(other, date))
             got = sorted(fb.ticker)
@@ -192,12 +196,33 @@ class TwinManager:
                              f"{bad.foundation_hash.iloc[0][:12]}..., the twins need {self.foundation_hash[:12]}...: re-embed that "
                              "day with the twins' foundation (`stock-twins predict` does) or retrain the twins")
 
+    def _without_options(self, tickers: list[str], date: pd.Timestamp, inputs: pd.DataFrame | None) -> list[str]:
+        "Those of `tickers` (with options twins) that lack any options feature at `date` (in `inputs`, else in the store)."
+        if not tickers: return []
+        if inputs is not None:
+            if not set(OPTIONS_FEATURES) <= set(inputs.columns): return list(tickers)
+            o = inputs[(inputs["date"] == date) & inputs["ticker"].isin(tickers)]
+        else:
+            have = set(self.store.tickers("options_features")) if self.store.has("options_features") else set()
+            ts = [t for t in tickers if t in have]
+            o = self.store.read("options_features", ts, date, date, columns=list(OPTIONS_FEATURES)) if ts else None
+        ok = set() if o is None else set(o.loc[np.isfinite(o[list(OPTIONS_FEATURES)].to_numpy(float)).all(1), "ticker"])
+        return [t for t in tickers if t not in ok]
+
     def _predict_twins(self, tickers: list[str], paths: tuple, date: pd.Timestamp, inputs: pd.DataFrame | None) -> pd.DataFrame:
+        "The twins' forecasts: plain and options twins each in one stacked forward."
         for p in paths: self._load(p)                                   # load (and verify) into the cache
-        s = self.spec
+        flags = [bool(self._twins[p].spec.options) for p in paths]
+        parts = [self._predict_group([t for t, f in zip(tickers, flags) if f == opt], tuple(p for p, f in zip(paths, flags) if f == opt),
+                                     date, inputs, opt) for opt in sorted(set(flags))]
+        out = pd.concat(parts, ignore_index=True)
+        return out.set_index("ticker").loc[tickers].reset_index()[list(out.columns)]
+
+    def _predict_group(self, tickers: list[str], paths: tuple, date: pd.Timestamp, inputs: pd.DataFrame | None, options: bool) -> pd.DataFrame:
+        s = self._twins[paths[0]].spec
         if inputs is None:
             self._check_embedding_hash(tickers, date)
-            inputs = load_twin_frame(self.store, self.cfg, tickers, date, date, options=s.options)
+            inputs = load_twin_frame(self.store, self.cfg, tickers, date, date, options=options)
         rows = inputs[inputs["date"] == date].set_index("ticker")
         missing = [t for t in tickers if t not in rows.index]
         if missing: raise ValueError(f"no embedding on {date:%Y-%m-%d} for {missing}: a twin needs the foundation's embedding of that day")
@@ -212,7 +237,7 @@ class TwinManager:
         if bad: raise ValueError(f"no priors on {date:%Y-%m-%d} for {bad} (foundation heads or too little price history)")
         prior = f(PRIOR_COLUMNS).nan_to_num(-1.0)
         with one_thread(): out = self._stack(paths)(f(emb_columns(s.emb_dim)), f(REGIME_FEATURES), prior, opt)  # tiny ops: threads only cost
-        return prediction_frame(pd.DataFrame({"date": date, "ticker": tickers}), self.name, **forecast_values(out, s))
+        return prediction_frame(pd.DataFrame({"date": date, "ticker": tickers}), self.name + ("+options" if options else ""), **forecast_values(out, s))
 
     def routes(self, tickers: Sequence[str], date) -> pd.DataFrame:
         "Per ticker with a twin at `date`: True where the twin serves an output (ROUTED columns), False where its prior does."

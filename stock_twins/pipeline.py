@@ -455,6 +455,8 @@ def format_ranked(ranked: pd.DataFrame) -> str:
     for c in ("exp_return", "vol", "q10", "q50", "q90"): t[c] = t[c].map(lambda v: f"{100 * v:+.2f}%" if c != "vol" else f"{100 * v:.2f}%")
     t["priority"] = t["priority"].map(lambda v: f"{1e4 * v:+.1f}bp")
     for c in ("hit_prob", "regime_prob"): t[c] = t[c].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+    if "model" in ranked:                                               # an options twin serving its own correction
+        t["source"] = [s + "+options" if s == "twin" and str(m).endswith("+options") else s for s, m in zip(t["source"], ranked["model"])]
     return t.to_string(index=False)
 
 # %% ../nbs/70_pipeline.ipynb #d2a4f959

@@ -32,7 +32,7 @@ from .twin_data import TARGETS, load_twin_frame, twin_frame
 
 # %% auto #0
 __all__ = ['TWIN_VARIANTS', 'one_thread', 'TwinStackedForward', 'fine_tune_many', 'fine_tune', 'twin_config_hash', 'twin_stem',
-           'save_twin', 'load_twin', 'list_twins', 'retrain_all', 'TwinForecaster']
+           'save_twin', 'load_twin', 'list_twins', 'options_groups', 'retrain_all', 'TwinForecaster']
 
 # %% ../nbs/20b_twin_train.ipynb #4c78a111
 _CLIP = 1.0
@@ -342,7 +342,21 @@ def list_twins(root: str | Path) -> pd.DataFrame:
         ["ticker", "cutoff", "config_hash", "foundation_hash", "path", "error"]]
 
 # %% ../nbs/20b_twin_train.ipynb #7613071a
-_SUMMARY = ["ticker", "status", "reason", "epochs", "best_epoch", "val_loss_init", "val_loss", "serves", "seconds", "path"]
+_SUMMARY = ["ticker", "status", "reason", "epochs", "best_epoch", "val_loss_init", "val_loss", "serves", "options", "seconds", "path"]
+
+def options_groups(store: Store, cfg: Config, tickers: Sequence[str], cutoff) -> dict[bool, list[str]]:
+    "With `twins.options`: {True: the tickers with all options features on at least 10 days per month of the window, False: the others}; else all plain."
+    tickers = list(tickers)
+    if not cfg.twins.options: return {True: [], False: tickers}
+    cutoff, need = pd.Timestamp(cutoff), 10 * cfg.twins.window_months
+    have = {}
+    if store.has("options_features"):
+        ts = [t for t in tickers if t in set(store.tickers("options_features"))]
+        if ts:
+            o = store.read("options_features", ts, cutoff - pd.DateOffset(months=cfg.twins.window_months), cutoff, columns=list(OPTIONS_FEATURES))
+            have = o.loc[np.isfinite(o[list(OPTIONS_FEATURES)].to_numpy(float)).all(1), "ticker"].value_counts().to_dict()
+    opt = [t for t in tickers if have.get(t, 0) >= need]
+    return {True: opt, False: [t for t in tickers if t not in set(opt)]}
 
 def _serves(route: Mapping | None) -> str:
     "The outputs a twin serves itself, e.g. 'vol+quantile' ('' for none: everything from its prior)."
@@ -396,7 +410,7 @@ def retrain_all(cfg: Config,             # config: universe.pilot, twins.*, feat
     if tickers is None: tickers = [t for t in cfg.universe.pilot if t in present]
     tickers = list(dict.fromkeys(tickers))
     check_tickers(tickers, cfg)
-    spec, ch = TwinSpec.from_config(cfg), twin_config_hash(cfg)
+    ch = twin_config_hash(cfg)
     rows, todo = {}, []
     for t in tickers:
         if t not in present or t not in priced:
@@ -405,21 +419,29 @@ def retrain_all(cfg: Config,             # config: universe.pilot, twins.*, feat
         p = twin_stem(root, t, cutoff, ch, foundation_hash)
         if resume and record_path(p).exists():
             try:
-                mm = verify_artifact(p, "twin")["meta"].get("metrics", {})
+                meta = verify_artifact(p, "twin")["meta"]
+                mm = meta.get("metrics", {})
                 rows[t] = dict(ticker=t, status="skipped", reason="checkpoint exists", epochs=mm.get("epochs"),
                                best_epoch=mm.get("best_epoch"), val_loss_init=mm.get("val_loss_init"),
-                               val_loss=mm.get("val_loss"), serves=_serves(mm.get("route")), path=str(p)); continue
+                               val_loss=mm.get("val_loss"), serves=_serves(mm.get("route")), path=str(p),
+                               options=bool(meta.get("spec", {}).get("options"))); continue
             except CheckpointError: pass                                    # corrupt or unreadable: retrain over it
         todo.append(t)
-    if todo:
-        start = cutoff - pd.DateOffset(months=tc.window_months) - pd.Timedelta(days=7)
-        data = load_twin_frame(store, cfg, todo, start, cutoff, options=spec.options, market=market)
-        size = chunk if not tc.ray_address else max(1, math.ceil(len(todo) / max(1, n_jobs or tc.n_jobs)))
+    start = cutoff - pd.DateOffset(months=tc.window_months) - pd.Timedelta(days=7)
+    groups, retry = options_groups(store, cfg, todo, cutoff), []
+    for opt in (True, False):                                           # options twins first: one that cannot train gets a plain twin
+        ts = groups[opt] + ([] if opt else retry)
+        if not ts: continue
+        spec = TwinSpec.from_config(cfg.replace(twins={"options": opt}))
+        data = load_twin_frame(store, cfg, ts, start, cutoff, options=opt, market=market)
+        size = chunk if not tc.ray_address else max(1, math.ceil(len(ts) / max(1, n_jobs or tc.n_jobs)))
         jobs = [(c, data[data.ticker.isin(c)].reset_index(drop=True), spec, cfg, cutoff, ch, foundation_hash)
-                for c in (todo[i:i + size] for i in range(0, len(todo), size))]
+                for c in (ts[i:i + size] for i in range(0, len(ts), size))]
         results = _run_ray(tc.ray_address, jobs) if tc.ray_address else (_retrain_chunk(*j) for j in jobs)
-        for rs in tqdm(results, total=len(jobs), desc=f"twins {cutoff:%Y-%m-%d}", disable=not progress):
-            for r in rs: rows[r["ticker"]] = r
+        for rs in tqdm(results, total=len(jobs), desc=f"{'options twins' if opt else 'twins'} {cutoff:%Y-%m-%d}", disable=not progress):
+            for r in rs:
+                if opt and r["status"] == "failed" and "too little history" in r["reason"]: retry.append(r["ticker"]); continue
+                rows[r["ticker"]] = {**r, "options": opt}
     return pd.DataFrame([rows[t] for t in tickers], columns=_SUMMARY)
 
 # %% ../nbs/20b_twin_train.ipynb #3d656c32

@@ -12,7 +12,7 @@ from stock_twins.options import (build_options_features, generate_chains, ingest
                                  read_chains, write_chains)
 from stock_twins.priors import PRIOR_COLUMNS
 from stock_twins.regime import REGIME_FEATURES
-from stock_twins.schema import OPTIONS_FEATURES, emb_columns
+from stock_twins.schema import OPTIONS_FEATURES, PROB_COLUMNS, emb_columns
 from stock_twins.simulate import simulate_market
 from stock_twins.store import Store
 from stock_twins.testing import synthetic_embeddings
@@ -138,3 +138,68 @@ def test_options_and_plain_twins_side_by_side_in_one_store(tmp_path):
             rows.append((tk, twin.spec.options, float(o["hit_prob"][0])))
         _eq([r[:2] for r in rows], [("S0001", True), ("S0002", False), ("S0003", True), ("S0004", False)])
         assert all(0 < r[2] < 1 for r in rows)
+
+def test_retrain_all_and_the_manager_serve_options_and_plain_twins(tmp_path):
+    "With twins.options: stocks with chains get options twins, the others plain twins; the manager serves each with its own inputs, and the fallback an options twin whose day has no options features."
+    from stock_twins.manager import TwinManager
+    from stock_twins.schema import prediction_frame
+    from stock_twins.twin_train import retrain_all
+    m = simulate_market(4, 300, n_sectors=2, seed=8)
+    cfg = m.config(Config()).replace(foundation={"embed_dim": 8}, data={"checkpoint_dir": str(tmp_path / "ck")},
+                                     twins={"max_epochs": 5, "window_months": 4, "options": True})
+    with Store(tmp_path / "s.duckdb") as st:
+        ingest_prices(st, m.prices, "simulated", cfg=cfg); ingest_prices(st, m.index, "simulated", table="index_prices")
+        days = m.prices.date.unique()
+        p = write_chains(generate_chains(m.prices[m.prices.ticker.isin(["S0001", "S0003"]) & (m.prices.date < days[-3])], seed=1, cfg=cfg),
+                         tmp_path / "c_GENERATED.csv.gz")                       # no chains on the last 3 days
+        ingest_chains(st, read_chains(p), str(p))
+        build_options_features(st, cfg)
+        st.upsert("embeddings", synthetic_embeddings(m.prices, m.index, dim=8))
+        cut, fh = pd.Timestamp(days[-10]), "f" * 64
+        s = retrain_all(cfg, st, cut, foundation_hash=fh, progress=False)
+        _eq(s.status.tolist(), ["trained"] * 4)
+        _eq(dict(zip(s.ticker, s.options)), {"S0001": True, "S0002": False, "S0003": True, "S0004": False})
+        _eq(retrain_all(cfg, st, cut, foundation_hash=fh, progress=False).options.tolist(), s.options.tolist())   # skipped: read from the records
+        class Const:                                                             # a stand-in fallback
+            def predict(self, tickers, date):
+                n = len(tickers)
+                return prediction_frame(pd.DataFrame({"date": pd.Timestamp(date), "ticker": list(tickers)}), "fallback", exp_return=np.zeros(n),
+                                        hit_prob=np.full(n, .5), vol=np.full(n, .2), q10=np.full(n, -.05), q50=np.zeros(n), q90=np.full(n, .05),
+                                        **{c: np.full(n, .25) for c in PROB_COLUMNS})
+        mgr = TwinManager(cfg, st, foundation_hash=fh, fallback=Const())
+        out = mgr.predict(["S0001", "S0002", "S0003", "S0004"], days[-5])
+        _eq(out.model.tolist(), ["twin+options", "twin", "twin+options", "twin"])
+        assert set(out.source) <= {"twin", "prior"} and np.isfinite(out.exp_return).all()
+        late = mgr.predict(["S0001", "S0002"], days[-1])                          # S0001's chains stop 3 days before
+        _eq(late.source.iloc[0], "fallback"); _eq(late.model.tolist(), ["fallback", "twin"])
+        with pytest.raises(ValueError, match=r"options twins of \['S0001'\] have no options features"):
+            TwinManager(cfg, st, foundation_hash=fh).predict(["S0001"], days[-1])
+        plain = retrain_all(cfg.replace(twins={"options": False}), st, cut, foundation_hash=fh, progress=False)
+        assert not plain.options.any()                                           # options off: every stock a plain twin (its own config hash)
+
+
+def test_cli_options_twins_from_chains_to_predict(tmp_path, capsys):
+    "The README's path: the main job, chains ingested and featured, `twins.options: true`, then `retrain` and `predict` serve options twins."
+    from stock_twins.data import load_sample, load_sample_index
+    s, ix = load_sample(), load_sample_index()
+    s[s.ticker.isin(["AAPL", "MSFT", "KO", "GE"]) & (s.date >= "2020-06-01")].to_parquet(tmp_path / "p.parquet")
+    ix[ix.date >= "2020-06-01"].to_parquet(tmp_path / "idx.parquet")
+    cfg = tmp_path / "c.yaml"
+    base = (f"data:\n  checkpoint_dir: {tmp_path}/ck\nmain:\n  out_dir: {tmp_path}/reports\n  tiny: true\n  epochs: 1\n  train_years: 0.5\n"
+            f"  embed_days: 150\n  fallback_years: 2.0\n  fallback_rounds: 10\nserve:\n  snapshot_dir: {tmp_path}/snap\n"
+            f"agents:\n  report_dir: {tmp_path}/daily\ntwins:\n  window_months: 3\n  max_epochs: 5\n")
+    cfg.write_text(base)
+    run = lambda *a: main(["--config", str(cfg), "--store", str(tmp_path / "st.duckdb"), *map(str, a)])
+    _eq(run("main", "--source", tmp_path / "p.parquet", "--index", tmp_path / "idx.parquet"), 0)
+    _eq(run("options", "generate", "--out", tmp_path / "ch_GENERATED.csv.gz", "--tickers", "AAPL,KO", "--days", 150), 0)
+    _eq(run("options", "ingest", "--source", tmp_path / "ch_GENERATED.csv.gz"), 0)
+    _eq(run("options", "features"), 0)
+    cfg.write_text(base + "  options: true\n")
+    capsys.readouterr()
+    _eq(run("retrain"), 0)
+    out = capsys.readouterr().out
+    rows = {l.split()[0]: l.split()[2] for l in out.splitlines() if l.split()[:1] in (["AAPL"], ["MSFT"], ["KO"])}
+    _eq(rows, {"AAPL": "True", "MSFT": "False", "KO": "True"})
+    _eq(run("predict"), 0)
+    with Store(tmp_path / "st.duckdb", read_only=True) as st: p = st.read("predictions").set_index("ticker")
+    _eq(p.loc[["AAPL", "KO", "MSFT", "GE"], "model"].tolist(), ["twin+options", "twin+options", "twin", "fallback"])

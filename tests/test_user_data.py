@@ -245,7 +245,7 @@ def test_main_smoke_on_your_stocks_then_one_more_and_predict(tmp_path):
         _eq(st.tickers("prices"), ["KO", "USR1", "USR2"])                          # the sample was not ingested
         _eq(st.tickers("index_prices"), [EQUAL_WEIGHT])
         pred = st.read("predictions").set_index("ticker")
-    _eq(pred.source.to_dict(), {"KO": "twin", "USR1": "twin", "USR2": "fallback"})
+    _eq(pred.source.replace("prior", "twin").to_dict(), {"KO": "twin", "USR1": "twin", "USR2": "fallback"})   # a twin (its correction or its prior)
     # one more stock of yours, OHLCV, with a sector: features and predict still work for every stock
     made_up(500, seed=52).assign(Date=days[-500:]).to_csv(tmp_path / "NEWCO.csv", index=False)
     r = _run("--config", cfg, "--store", db, "ingest", "--source", tmp_path / "NEWCO.csv", "--sector", "Energy")
