@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 from .config import REGIMES
 from .data import return_price, validate_prices
 
@@ -48,6 +47,7 @@ def _garch_path(r: np.ndarray, params: np.ndarray, horizon: int, v0: float) -> n
     mu, om, a, b = params
     e2 = np.nan_to_num(r - mu) ** 2
     # s2[t+1] = om + a * e2[t] + b * s2[t]: a first-order linear filter of e2
+    from scipy.signal import lfilter                                   # here: scipy.signal costs 0.5 s to import
     s_next, _ = lfilter([a], [1.0, -b], e2, zi=[b * v0])
     s_next = s_next + om * (1 - b ** np.arange(1, len(e2) + 1)) / (1 - b) if b < 1 else s_next + om * np.arange(1, len(e2) + 1)
     phi = a + b
@@ -61,6 +61,7 @@ def garch_vol(prices: pd.DataFrame,  # canonical price table
               horizon: int = 5,      # forecast horizon h (mean variance over t+1..t+h)
               min_obs: int = 500,    # returns needed before the first fit
               lam: float = 0.94,     # EWMA before the first fit
+              since=None,            # only rows from this date on are wanted: years that end before it are not fitted (their rows keep EWMA)
              ) -> pd.DataFrame:
     "GARCH(1,1) volatility forecast known at the close of t, refitted every year end: DataFrame[date, ticker, vol], sorted by (ticker, date)."
     d = _returns(prices)
@@ -73,8 +74,9 @@ def garch_vol(prices: pd.DataFrame,  # canonical price table
         yend = np.flatnonzero(dates.year.to_numpy()[:-1] != dates.year.to_numpy()[1:])  # last row of each year
         for k, e in enumerate(yend):
             if ok[: e + 1].sum() < min_obs: continue
-            params = _garch_fit(r[: e + 1][ok[: e + 1]])
             stop = yend[k + 1] + 1 if k + 1 < len(yend) else len(r)
+            if since is not None and dates[stop - 1] < pd.Timestamp(since): continue   # its rows are not wanted
+            params = _garch_fit(r[: e + 1][ok[: e + 1]])
             first = np.flatnonzero(ok)[0]
             v0 = float(np.nanvar(r[first: first + 60]))
             path = _garch_path(r[first:stop], params, horizon, v0)            # uses returns up to each t only
@@ -82,10 +84,11 @@ def garch_vol(prices: pd.DataFrame,  # canonical price table
             out[idx[seg]] = np.sqrt(_ANN * path[seg - first] / 1e4)
     return d[["date", "ticker"]].assign(vol=out)
 
-def vol_prior(prices: pd.DataFrame, kind: str = "ewma", horizon: int = 5) -> pd.DataFrame:
+def vol_prior(prices: pd.DataFrame, kind: str = "ewma", horizon: int = 5,
+              since=None) -> pd.DataFrame:  # rows before `since` may be left as EWMA (GARCH: years ending before it are not fitted)
     "The volatility prior named `kind` (`VOL_PRIORS`): DataFrame[date, ticker, prior_vol]."
     if kind not in VOL_PRIORS: raise ValueError(f"unknown volatility prior {kind!r}; known: {list(VOL_PRIORS)}")
-    v = ewma_vol(prices) if kind == "ewma" else garch_vol(prices, horizon)
+    v = ewma_vol(prices) if kind == "ewma" else garch_vol(prices, horizon, since=since)
     return v.rename(columns={"vol": "prior_vol"})
 
 # %% ../nbs/20c_priors.ipynb #db67e570

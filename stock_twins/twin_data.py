@@ -51,7 +51,8 @@ def twin_frame(embeddings: pd.DataFrame,            # date, ticker, e0..e{E-1}[,
     base["regime_next"] = (pd.Series(reg, dtype=float).where(reg >= 0).groupby(inp["ticker"].to_numpy(), sort=False)
                            .shift(-h).fillna(-1).astype("int64").to_numpy())
     base["label_end"] = g["date"].shift(-h)
-    base = base.merge(vol_prior(prices, tc.vol_prior, h), on=["date", "ticker"], how="left", validate="one_to_one")
+    since = pd.to_datetime(embeddings["date"]).min() if len(embeddings) else None  # only the embedding dates' priors are kept
+    base = base.merge(vol_prior(prices, tc.vol_prior, h, since=since), on=["date", "ticker"], how="left", validate="one_to_one")
     use_heads = tc.return_prior == "foundation" and {"f_exp_return", "f_hit_prob"} <= set(heads)
     if not use_heads: base = base.merge(history_priors(prices, h), on=["date", "ticker"], how="left", validate="one_to_one")
     out = embeddings[["date", "ticker", *ec, *heads]].assign(date=lambda d: pd.to_datetime(d["date"]).astype("datetime64[ns]"))
