@@ -144,6 +144,17 @@ def _text_drivers(store: Store, cfg: Config, ticker: str, date: pd.Timestamp) ->
     if heads: out["headlines"] = heads
     return out or None
 
+def _versus_prior(cfg: Config, store: Store, ticker: str, date) -> dict | None:
+    "The twin against its prior for `ticker` on `date` (`TwinManager.versus_prior`), with the foundation that embedded that day; None if unavailable."
+    from stock_twins.manager import TwinManager
+    if not store.has("embeddings") or "foundation_hash" not in store.columns("embeddings"): return None
+    e = store.read("embeddings", [ticker], date, date, columns=["foundation_hash"])
+    if not len(e) or not isinstance(e["foundation_hash"].iloc[0], str) or not e["foundation_hash"].iloc[0]: return None
+    try: return TwinManager(cfg, store, foundation_hash=e["foundation_hash"].iloc[0]).versus_prior(ticker, date)
+    except (ValueError, KeyError, OSError) as err:
+        logging.getLogger("stock_twins.explain").warning("twin versus prior of %s on %s not available: %s", ticker, f"{pd.Timestamp(date):%Y-%m-%d}", err)
+        return None
+
 def explain(ticker: str,                    # the stock
             date=None,                      # forecast date (default: the stock's latest prediction)
             cfg: Config | None = None,
@@ -187,8 +198,7 @@ def explain(ticker: str,                    # the stock
         if store.has("options_features") and ticker in store.tickers("options_features"):
             o = store.read("options_features", tickers=[ticker], dates=[date])
             if len(o): opts = {k: float(o.iloc[0][k]) for k in _OPTIONS_SHOWN if k in o and pd.notna(o.iloc[0][k])} or None
-        prior = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in row.items()
-                 if (k == "prior" or str(k).startswith("prior_") or k in ("twin_share", "twin_weight")) and pd.notna(v)} or None
+        prior = _versus_prior(cfg, store, ticker, date) if fc["source"] in ("twin", "prior") else None
         pol = pd.DataFrame(columns=["rule", "action", "before", "after", "detail"])
         if store.has("policy_actions") and ticker in store.tickers("policy_actions"):
             pol = store.read("policy_actions", tickers=[ticker], dates=[date])
@@ -232,8 +242,11 @@ def render(d: Drivers) -> str:
             s.append(f"\n\n{label}: " + "; ".join(parts) + ".")
             if k == "stock" and d.text.get("headlines"): s.append("Headlines: " + " | ".join(f"\"{h}\"" for h in d.text["headlines"]) + ".")
     s.append("\n\nOptions: " + (", ".join(f"{k} {v:+.2f}" for k, v in d.options.items()) + "." if d.options else "no options features stored."))
-    s.append("Twin versus prior: " + (", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in d.prior.items()) + "."
-                                      if d.prior else "not recorded (the twins record no prior yet)."))
+    p = d.prior
+    if p: s.append(f"Twin versus prior: the twin serves {p['serves']} (where its correction beat its prior on held-out days before its "
+                   f"cutoff), its prior the rest; return {_pct(p['prior_exp_return'])} from the prior, {_pct(p['exp_return'])} served; hit "
+                   f"probability {p['prior_hit_prob']:.2f} and {p['hit_prob']:.2f}; volatility {_pct(p['prior_vol'], 1, False)} and {_pct(p['vol'], 1, False)}.")
+    else: s.append("Twin versus prior: " + ("no twin serves this stock." if f.get("source") == "fallback" else "not available."))
     if len(d.policy):
         verb = {"veto": "vetoes", "resize": "resizes"}
         acts = "; ".join(f"{r.rule} {verb.get(r.action, r.action)} the weight {r.before:.3f} to {r.after:.3f} ({r.detail})" for r in d.policy.itertuples())

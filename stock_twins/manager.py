@@ -247,3 +247,20 @@ class TwinManager:
             tw = self.twin(t, date)
             if tw is not None: out[t] = dict(zip(ROUTED, (tw.route > 0.5).tolist()))
         return pd.DataFrame.from_dict(out, orient="index", columns=list(ROUTED)).rename_axis("ticker").reset_index()
+
+    def versus_prior(self, ticker: str, date) -> dict | None:
+        "`ticker`'s twin at `date` against its prior: the outputs the twin serves ('serves'), and the prior's and the served return, hit probability and vol; None without a twin or its inputs."
+        date = pd.Timestamp(date)
+        tw = self.twin(ticker, date)
+        if tw is None: return None
+        s = tw.spec
+        rows = load_twin_frame(self.store, self.cfg, [ticker], date, date, options=s.options)
+        rows = rows[rows["date"] == date]
+        if not len(rows) or (s.options and not np.isfinite(rows[list(OPTIONS_FEATURES)].to_numpy(float)).all()): return None
+        f = lambda cols: torch.as_tensor(rows[list(cols)].to_numpy(np.float32))
+        with torch.inference_mode(), one_thread():
+            o = tw(f(emb_columns(s.emb_dim)), f(REGIME_FEATURES), f(PRIOR_COLUMNS).nan_to_num(-1.0), f(OPTIONS_FEATURES) if s.options else None)
+        serves = "+".join(k for k, on in zip(ROUTED, (tw.route > 0.5).tolist()) if on)
+        return dict(serves=serves or "no output", prior_exp_return=float(o["prior_exp_return"][0]), exp_return=float(o["exp_return"][0]),
+                    prior_hit_prob=float(torch.sigmoid(o["prior_hit_logit"][0])), hit_prob=float(o["hit_prob"][0]),
+                    prior_vol=float(o["prior_vol"][0]), vol=float(o["vol"][0]))
