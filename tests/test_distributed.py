@@ -57,12 +57,13 @@ def test_twins_fan_out_with_ray(tmp_path):
     from stock_twins.data import ingest_prices
     from stock_twins.simulate import simulate_market
     from stock_twins.store import Store
-    from stock_twins.twin import retrain_all, synthetic_embeddings
+    from stock_twins.testing import synthetic_embeddings
+    from stock_twins.twin_train import retrain_all
     fh = "c0ffee" * 10 + "abcd"                          # the embeddings are SYNTHETIC
     market = simulate_market(4, 400, n_sectors=2, seed=11)
     small = dict(max_epochs=10, lora_rank=2, stock_dim=4, regime_dim=4, hidden=8)
-    cfg = market.config(Config(), n_pilot=3).replace(foundation={"embed_dim": 8}, data={"store": str(tmp_path / "st.duckdb")},
-                                                     twins={**small, "checkpoint_dir": str(tmp_path / "local")})
+    cfg = market.config(Config(), n_pilot=3).replace(foundation={"embed_dim": 8},
+                                                     data={"store": str(tmp_path / "st.duckdb"), "checkpoint_dir": str(tmp_path / "local")}, twins=small)
     cut = pd.Timestamp(market.prices.date.unique()[380])
     with Store(cfg.data.store) as st:
         ingest_prices(st, market.prices, "sim", cfg=cfg)
@@ -71,7 +72,7 @@ def test_twins_fan_out_with_ray(tmp_path):
         local = retrain_all(cfg, st, cut, n_jobs=1, foundation_hash=fh, progress=False)
         ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
         try:
-            viaray = retrain_all(cfg.replace(twins={"checkpoint_dir": str(tmp_path / "ray"), "ray_address": "auto"}), st, cut,
+            viaray = retrain_all(cfg.replace(data={"checkpoint_dir": str(tmp_path / "ray")}, twins={"ray_address": "auto"}), st, cut,
                                  foundation_hash=fh, progress=False)
         finally:
             ray.shutdown()
