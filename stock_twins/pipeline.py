@@ -360,6 +360,10 @@ def ensure_fallback(cfg: Config, store: Store, cutoff, force: bool = False,
     lab = lab[lab["date"] >= cutoff - pd.DateOffset(days=round(365.25 * m.fallback_years))].reset_index(drop=True)
     if len(lab) < 100: raise ValueError(f"too little labelled history for the fallback before {cutoff:%Y-%m-%d}: {len(lab)} rows")
     from stock_twins.features import FEATURES
+    if cfg.serve.feast:                                                 # the training set's features through Feast's offline store
+        from stock_twins import featurestore
+        featurestore.apply(store, cfg)                                  # its exports follow the store's tables first
+        feats = featurestore.point_in_time(lab[["date", "ticker"]], store, cfg, columns=[c for c in FEATURES if c in store.columns("features")])
     train = Panel(feats[["date", "ticker", *[c for c in FEATURES if c in feats]]], pd.Timestamp(lab["date"].min()), cutoff, lab, regs)
     fb = LightGBMFallback.from_config(cfg, n_estimators=m.fallback_rounds).fit(train)
     return fb, fb.save(stem, config_hash=json_hash(rec), cutoff=cutoff), False

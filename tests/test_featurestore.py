@@ -131,3 +131,14 @@ def test_the_api_answers_a_date_without_a_stored_prediction_from_the_online_stor
         q = httpx.get(url + "/predictions/AAPL", params={"date": "2022-12-27"}, timeout=30).json()
         _eq(q["origin"], "on_demand")
         _close(q["exp_return"], want["exp_return"], eps=1e-9)
+
+
+def test_fallback_trains_on_features_read_through_feast(repo, tmp_path):
+    "With `serve.feast` on, the fallback's training set is read through Feast's offline store (re-exported first): the same model as from the store."
+    cfg, _, _ = repo
+    from stock_twins.checkpoint import read_record
+    from stock_twins.pipeline import ensure_fallback
+    with Store(cfg.data.store, read_only=True) as st:
+        _, a, _ = ensure_fallback(cfg.replace(data={"checkpoint_dir": str(tmp_path / "a")}), st, D_PRED, force=True)
+        _, b, _ = ensure_fallback(cfg.replace(data={"checkpoint_dir": str(tmp_path / "b")}, serve={"feast": True}), st, D_PRED, force=True)
+    _eq(read_record(b)["sha256"], read_record(a)["sha256"])                         # identical features, identical trees

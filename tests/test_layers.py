@@ -21,7 +21,7 @@ LAYERS = [
     ("portfolio", ["portfolio", "portfolio_env", "paper"]),
     ("agents", ["text", "policy", "explain", "agents"]),
     ("harness", ["metrics", "report", "evaluation", "backtest"]),
-    ("jobs", ["integrity", "pipeline", "health", "featurestore", "schedule"]),
+    ("jobs", ["integrity", "featurestore", "pipeline", "health", "schedule"]),
     ("faces", ["cli", "api"]),
     ("test fixtures", ["testing"]),
 ]
