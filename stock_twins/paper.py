@@ -186,9 +186,15 @@ def _mark(store: Store, cfg: Config, date, prev, px_day: pd.DataFrame) -> tuple[
     if len(orders) and pc.fill != "close":
         orders = orders[orders["filled"] == False]  # noqa: E712
         fp = _fill_price(px_day, pc.fill)
+        orders = orders[orders["ticker"].isin(fp.index[np.isfinite(fp.to_numpy(float))])]   # no price today: the order lapses
+        orders = orders.sort_values("shares", kind="stable")                              # sells first: their cash pays the buys
+        buy = orders["shares"].clip(lower=0) * fp.reindex(orders["ticker"]).to_numpy()
+        sell = (-orders["shares"].clip(upper=0) * fp.reindex(orders["ticker"]).to_numpy()).sum() * (1 - pc.cost_bps / 1e4)
+        need = buy.sum() * (1 + pc.cost_bps / 1e4)
+        room = cash + sell
+        scale = min(1.0, max(room, 0.0) / need) if need > 0 and pc.long_only and pc.max_gross <= 1 else 1.0   # unlevered: buys never overdraw the cash
         for o in orders.itertuples():
-            if o.ticker not in fp.index or not np.isfinite(fp[o.ticker]): continue        # no price today: the order lapses
-            price, sh = float(fp[o.ticker]), float(o.shares)
+            price, sh = float(fp[o.ticker]), float(o.shares) * (scale if o.shares > 0 else 1.0)
             notional = sh * price; cost = abs(notional) * pc.cost_bps / 1e4
             cash -= notional + cost
             pos[o.ticker] = pos.get(o.ticker, 0.0) + sh

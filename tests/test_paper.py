@@ -113,3 +113,12 @@ def test_crash_between_fills_and_orders_is_completed_by_the_next_run(env, tmp_pa
     got, want = _ledger(cfg.data.store), _ledger(str(ref))
     for t in want: _eq(got[t], want[t])
     _run(f, DAYS[3])                                                                             # and the ledger goes on
+
+
+def test_buys_never_overdraw_the_cash_of_an_unlevered_book(env):
+    "Orders are sized at one close and filled at the next: an unlevered long-only book cuts its buys to the cash at hand (sells first)."
+    c, f = env
+    for day in DAYS: _run(f, day)
+    with Store(c.data.store, read_only=True) as st: acct = st.read("paper_account")
+    assert (acct["cash"] >= -1e-6).all(), acct[["date", "cash"]]
+    assert (acct.sort_values("date")["fills"].iloc[1:] > 0).all()                 # it traded every day (rebalance_days 1)
