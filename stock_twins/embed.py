@@ -5,6 +5,7 @@
 # %% ../nbs/12_embed.ipynb #81871cbe
 from __future__ import annotations
 import os
+from pathlib import Path
 from typing import Sequence
 import numpy as np
 import pandas as pd
@@ -84,8 +85,40 @@ class DayCache:
             pos = np.fromiter((self.slot[k] for k in keys.tolist()), dtype="int64", count=len(keys))
         return self.enc[torch.from_numpy(pos)].view(R, T, -1)
 
+def _cache_save(self: DayCache, path: str | os.PathLike, model: FoundationModel) -> Path:
+    "Write the cache for `model` (its weights' sha256 recorded) to an `.npz` file, atomically; the next process can `load` it."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    order = sorted(self.slot, key=self.slot.get)                                          # keys in row order
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, enc=(self.enc[:self.n].float().cpu().numpy() if self.n else np.zeros((0, 0), "float32")),
+                 raw=(self.raw[:self.n] if self.n else np.zeros((0, 0), "uint32")), keys=np.array(order, dtype="int64"),
+                 tickers=np.array(sorted(self.ids, key=self.ids.get), dtype=str), sha=np.array(str(model.meta.get("weights_sha256", ""))))
+    os.replace(tmp, path)
+    return path
+
+def _cache_load(self: DayCache, path: str | os.PathLike, model: FoundationModel) -> bool:
+    "Take over the encodings saved by `save` for this very model (same weights' sha256); False, and nothing changed, otherwise."
+    path = Path(path)
+    if not path.exists(): return False
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["sha"]) != str(model.meta.get("weights_sha256", "")) or not str(z["sha"]): return False
+            enc, raw, keys, tickers = z["enc"], z["raw"], z["keys"], z["tickers"]
+    except (OSError, ValueError, KeyError, EOFError): return False                        # unreadable: encode afresh
+    if len(keys) > self.max_entries: return False
+    self._clear()
+    self.weights = self._weights_id(model)
+    dev = next(model.parameters()).device
+    self.enc, self.raw, self.n = torch.from_numpy(enc).to(dev), raw.copy(), len(keys)
+    self.slot = dict(zip(keys.tolist(), range(len(keys))))
+    self.ids = {t: i for i, t in enumerate(tickers.tolist())}
+    return True
+
+DayCache.save, DayCache.load = _cache_save, _cache_load
+
 def day_cache(model: FoundationModel) -> DayCache:
-    "The model's `DayCache` (one per model object, for the life of the process)."
+    "The model's `DayCache` (one per model object, for the life of the process; `save`/`load` carry it to the next one)."
     c = getattr(model, "_day_cache", None)
     if c is None: c = model._day_cache = DayCache()
     return c

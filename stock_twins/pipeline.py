@@ -273,7 +273,7 @@ def ensure_embeddings(cfg: Config, store: Store, model,  # a foundation model, o
                       feats: pd.DataFrame | None = None,  # the stored features (None: computed from the prices)
                      ) -> tuple[int, int, int]:
     "Embed the dates this foundation has not embedded yet, and again those whose inputs changed: (dates embedded now, reused, of them stale)."
-    from stock_twins.embed import embed
+    from stock_twins.embed import day_cache, embed
     if prices is None: prices, index = stored_prices(store, cfg)
     if isinstance(model, (str, Path)):
         fh = read_record(model, "foundation")["sha256"]
@@ -287,9 +287,13 @@ def ensure_embeddings(cfg: Config, store: Store, model,  # a foundation model, o
         if isinstance(model, (str, Path)):
             from stock_twins.pretrain import load_foundation
             model = load_foundation(model)
+        cache = day_cache(model)                                          # the last job's per-day encodings: a new date costs one day per stock
+        path = Path(cfg.data.checkpoint_dir) / "daycache" / f"{fh[:16]}.npz"
+        if not cache.slot: cache.load(path, model)
         with store.transaction():
             embed(model, prices, index, need, store=store, cfg=cfg, progress=progress, batch_dates=64, feats=feats)
             record_embeddings(store, cfg, fh, need)
+        cache.save(path, model)
     return len(need), len(dates) - len(need), len(stale)
 
 # %% ../nbs/70_pipeline.ipynb #898e23f6

@@ -41,6 +41,7 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
     _eq(csv.ticker.tolist(), pred.sort_values("rank").ticker.tolist())
     ck = sorted((tmp_path / "ck").rglob("*.safetensors"))
     _eq(len(ck), 1 + 16 + 1)                                                     # foundation, 16 twins, fallback: one format
+    _eq(len(list((tmp_path / "ck" / "daycache").glob("*.npz"))), 1)              # the per-day encodings, for the next job's new dates
     r2 = _run("--config", str(cfg), "--store", str(db), "main", "--smoke")
     _eq(r2.returncode, 0)
     out2 = r2.stdout
