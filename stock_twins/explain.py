@@ -243,9 +243,12 @@ def render(d: Drivers) -> str:
             if k == "stock" and d.text.get("headlines"): s.append("Headlines: " + " | ".join(f"\"{h}\"" for h in d.text["headlines"]) + ".")
     s.append("\n\nOptions: " + (", ".join(f"{k} {v:+.2f}" for k, v in d.options.items()) + "." if d.options else "no options features stored."))
     p = d.prior
-    if p: s.append(f"Twin versus prior: the twin serves {p['serves']} (where its correction beat its prior on held-out days before its "
-                   f"cutoff), its prior the rest; return {_pct(p['prior_exp_return'])} from the prior, {_pct(p['exp_return'])} served; hit "
-                   f"probability {p['prior_hit_prob']:.2f} and {p['hit_prob']:.2f}; volatility {_pct(p['prior_vol'], 1, False)} and {_pct(p['vol'], 1, False)}.")
+    if p:
+        who_ = (f"the twin serves its own {p['serves']} (where its correction beat its prior on held-out days before its cutoff), its prior the rest"
+                if p["serves"] != "no output" else "no correction of the twin beat its prior on held-out days before its cutoff, so the prior serves every output")
+        s.append(f"Twin versus prior: {who_}; return {_pct(p['prior_exp_return'])} from the prior, {_pct(p['exp_return'])} served; hit probability "
+                 f"{p['prior_hit_prob']:.2f} from the prior, {p['hit_prob']:.2f} served (after calibration); volatility {_pct(p['prior_vol'], 1, False)} "
+                 f"from the prior, {_pct(p['vol'], 1, False)} served.")
     else: s.append("Twin versus prior: " + ("no twin serves this stock." if f.get("source") == "fallback" else "not available."))
     if len(d.policy):
         verb = {"veto": "vetoes", "resize": "resizes"}
