@@ -262,6 +262,7 @@ def onedate(a):
         torch.manual_seed(0)
         twins = TwinStack.of([DigitalTwin(tspec).eval() for _ in range(a.stocks)])
         reg = torch.randn(a.stocks, tspec.n_regime)
+        prior = torch.tensor([[0.001, 0.52, 0.25, 1.0]]).repeat(a.stocks, 1)   # PRIOR_COLUMNS: return, hit, vol, regime code
     except Exception as e:                              # the twins' API is another module's: report without them
         print(f"(twins skipped: {type(e).__name__}: {e})")
     ecols = [f"e{i}" for i in range(spec.embed_dim)]
@@ -270,7 +271,8 @@ def onedate(a):
         t0 = time.perf_counter()
         e = embed(model, mk.prices, mk.index, [d], store=st, cfg=cfg, feats=feats)
         t1 = time.perf_counter()
-        if twins is not None: twins(torch.as_tensor(e[ecols].to_numpy(np.float32)), reg)
+        if twins is not None:
+            with torch.inference_mode(): twins(torch.as_tensor(e[ecols].to_numpy(np.float32)), reg, prior)
         t2 = time.perf_counter()
         f_ts.append(t1 - t0); t_ts.append(t2 - t1)
     f, t = float(np.median(f_ts[1:])), float(np.median(t_ts[1:]))
