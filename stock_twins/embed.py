@@ -87,15 +87,12 @@ class DayCache:
 
 def _cache_save(self: DayCache, path: str | os.PathLike, model: FoundationModel) -> Path:
     "Write the cache for `model` (its weights' sha256 recorded) to an `.npz` file, atomically; the next process can `load` it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     order = sorted(self.slot, key=self.slot.get)                                          # keys in row order
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         np.savez(f, enc=(self.enc[:self.n].float().cpu().numpy() if self.n else np.zeros((0, 0), "float32")),
                  raw=(self.raw[:self.n] if self.n else np.zeros((0, 0), "uint32")), keys=np.array(order, dtype="int64"),
                  tickers=np.array(sorted(self.ids, key=self.ids.get), dtype=str), sha=np.array(str(model.meta.get("weights_sha256", ""))))
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 def _cache_load(self: DayCache, path: str | os.PathLike, model: FoundationModel) -> bool:
     "Take over the encodings saved by `save` for this very model (same weights' sha256); False, and nothing changed, otherwise."

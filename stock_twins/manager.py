@@ -21,7 +21,7 @@ from .schema import OPTIONS_FEATURES, PRED_COLUMNS, PROB_COLUMNS, emb_columns, p
 from .store import Store
 from .priors import PRIOR_COLUMNS
 from .twin import ROUTED, DigitalTwin, TwinSpec, forecast_values
-from .twin_data import load_twin_frame
+from .twin_data import load_twin_frame, options_days
 from .twin_train import list_twins, load_twin, one_thread, retrain_all, twin_config_hash
 
 # %% auto #0
@@ -202,11 +202,8 @@ class TwinManager:
         if inputs is not None:
             if not set(OPTIONS_FEATURES) <= set(inputs.columns): return list(tickers)
             o = inputs[(inputs["date"] == date) & inputs["ticker"].isin(tickers)]
-        else:
-            have = set(self.store.tickers("options_features")) if self.store.has("options_features") else set()
-            ts = [t for t in tickers if t in have]
-            o = self.store.read("options_features", ts, date, date, columns=list(OPTIONS_FEATURES)) if ts else None
-        ok = set() if o is None else set(o.loc[np.isfinite(o[list(OPTIONS_FEATURES)].to_numpy(float)).all(1), "ticker"])
+            ok = set(o.loc[np.isfinite(o[list(OPTIONS_FEATURES)].to_numpy(float)).all(1), "ticker"])
+        else: ok = set(options_days(self.store, tickers, date, date))
         return [t for t in tickers if t not in ok]
 
     def _predict_twins(self, tickers: list[str], paths: tuple, date: pd.Timestamp, inputs: pd.DataFrame | None) -> pd.DataFrame:
@@ -219,6 +216,11 @@ class TwinManager:
         return out.set_index("ticker").loc[tickers].reset_index()[list(out.columns)]
 
     def _predict_group(self, tickers: list[str], paths: tuple, date: pd.Timestamp, inputs: pd.DataFrame | None, options: bool) -> pd.DataFrame:
+        out, s = self._forward(tickers, paths, date, inputs, options)
+        return prediction_frame(pd.DataFrame({"date": date, "ticker": tickers}), self.name + ("+options" if options else ""), **forecast_values(out, s))
+
+    def _forward(self, tickers: list[str], paths: tuple, date: pd.Timestamp, inputs: pd.DataFrame | None, options: bool) -> tuple[dict, TwinSpec]:
+        "The stacked forward of the twins at `paths` (one kind) on their inputs at `date`: (outputs, spec)."
         s = self._twins[paths[0]].spec
         if inputs is None:
             self._check_embedding_hash(tickers, date)
@@ -237,7 +239,7 @@ class TwinManager:
         if bad: raise ValueError(f"no priors on {date:%Y-%m-%d} for {bad} (foundation heads or too little price history)")
         prior = f(PRIOR_COLUMNS).nan_to_num(-1.0)
         with one_thread(): out = self._stack(paths)(f(emb_columns(s.emb_dim)), f(REGIME_FEATURES), prior, opt)  # tiny ops: threads only cost
-        return prediction_frame(pd.DataFrame({"date": date, "ticker": tickers}), self.name + ("+options" if options else ""), **forecast_values(out, s))
+        return out, s
 
     def routes(self, tickers: Sequence[str], date) -> pd.DataFrame:
         "Per ticker with a twin at `date`: True where the twin serves an output (ROUTED columns), False where its prior does."
@@ -251,15 +253,11 @@ class TwinManager:
     def versus_prior(self, ticker: str, date) -> dict | None:
         "`ticker`'s twin at `date` against its prior: the outputs the twin serves ('serves'), and the prior's and the served return, hit probability and vol; None without a twin or its inputs."
         date = pd.Timestamp(date)
-        tw = self.twin(ticker, date)
+        tw, p = self.twin(ticker, date), self.checkpoint_for(ticker, date)
         if tw is None: return None
-        s = tw.spec
-        rows = load_twin_frame(self.store, self.cfg, [ticker], date, date, options=s.options)
-        rows = rows[rows["date"] == date]
-        if not len(rows) or (s.options and not np.isfinite(rows[list(OPTIONS_FEATURES)].to_numpy(float)).all()): return None
-        f = lambda cols: torch.as_tensor(rows[list(cols)].to_numpy(np.float32))
-        with torch.inference_mode(), one_thread():
-            o = tw(f(emb_columns(s.emb_dim)), f(REGIME_FEATURES), f(PRIOR_COLUMNS).nan_to_num(-1.0), f(OPTIONS_FEATURES) if s.options else None)
+        try:
+            with torch.inference_mode(): o, _ = self._forward([ticker], (p,), date, None, tw.spec.options)
+        except ValueError: return None                                   # no embedding, priors or options features that day
         serves = "+".join(k for k, on in zip(ROUTED, (tw.route > 0.5).tolist()) if on)
         return dict(serves=serves or "no output", prior_exp_return=float(o["prior_exp_return"][0]), exp_return=float(o["exp_return"][0]),
                     prior_hit_prob=float(torch.sigmoid(o["prior_hit_logit"][0])), hit_prob=float(o["hit_prob"][0]),

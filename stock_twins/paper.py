@@ -16,8 +16,9 @@ from .schema import PRED_COLUMNS, PROB_COLUMNS, stored_predictions
 from .store import Store, atomic_write
 
 # %% auto #0
-__all__ = ['LEDGER_TABLES', 'stored_forecasts', 'choose_rule', 'target_portfolio', 'format_target', 'save_target_portfolio',
-           'store_forecasts', 'PaperError', 'ledger_days', 'paper_run', 'is_rebalance_day', 'paper_report']
+__all__ = ['LEDGER_TABLES', 'stored_forecasts', 'choose_rule', 'forecast_date', 'target_portfolio', 'format_target',
+           'save_target_portfolio', 'store_forecasts', 'PaperError', 'ledger_days', 'paper_run', 'is_rebalance_day',
+           'paper_report']
 
 # %% ../nbs/52_paper.ipynb #2237a545
 def stored_forecasts(store: Store, date) -> pd.DataFrame:
@@ -56,6 +57,13 @@ def _market_prices(store: Store, cfg: Config, end) -> pd.DataFrame:
     if ix is not None and len(ix): px = px.join(wide_prices(ix), how="left")
     return px
 
+def forecast_date(store: Store, date=None, error: type[Exception] = ValueError) -> pd.Timestamp:
+    "`date`, or the latest date of the stored forecasts; `error` when there are none."
+    if date is not None: return pd.Timestamp(date)
+    ds = store.dates("predictions")
+    if not len(ds): raise error(f"no predictions table in {store.path}: run `stock-twins main` first")
+    return pd.Timestamp(ds[-1])
+
 def target_portfolio(cfg: Config | None = None,   # config (None loads it)
                      store: Store | None = None,  # open store (None opens data.store read-only)
                      date=None,                   # forecast date (None: the latest date of the predictions table)
@@ -67,11 +75,7 @@ def target_portfolio(cfg: Config | None = None,   # config (None loads it)
     own = store is None
     store = store or Store.from_config(cfg, read_only=True)
     try:
-        if date is None:
-            ds = store.dates("predictions")
-            if not len(ds): raise ValueError(f"no predictions table in {store.path}: run `stock-twins main` first")
-            date = ds[-1]
-        date = pd.Timestamp(date)
+        date = forecast_date(store, date)
         f = stored_forecasts(store, date)
         r = choose_rule(cfg, rule, f["ticker"].tolist())
         px = _market_prices(store, cfg, date) if r.needs_prices else None
@@ -244,11 +248,7 @@ def paper_run(cfg: Config | None = None,   # config (portfolio: costs, fill, lim
     own = store is None
     store = store or Store.from_config(cfg)
     try:
-        if date is None:
-            ds = store.dates("predictions")
-            if not len(ds): raise PaperError(f"no predictions table in {store.path}: run `stock-twins main` first")
-            date = ds[-1]
-        date = pd.Timestamp(date)
+        date = forecast_date(store, date, PaperError)
         cal = store.dates("prices")
         status, prev = _check_day(store, date, cal)
         if status == "done": return dict(date=date, status="already done: nothing changed", **_summary(store, date))

@@ -16,7 +16,7 @@ from .schema import FOUNDATION_HEAD_COLUMNS, OPTIONS_FEATURES, emb_columns
 from .store import Store
 
 # %% auto #0
-__all__ = ['TARGETS', 'twin_frame', 'load_twin_frame']
+__all__ = ['TARGETS', 'twin_frame', 'load_twin_frame', 'options_days']
 
 # %% ../nbs/20a_twin_data.ipynb #438ec477
 TARGETS = ("y_ret", "y_vol", "y_dir", "regime_next")  # what a twin is trained on (regime_next = labeller's regime at t+h, -1 unknown)
@@ -92,3 +92,11 @@ def load_twin_frame(store: Store,                    # the project store (tables
     if feats is not None and len(feats) != len(prices): feats = None     # features not stored for every price: compute them
     opt = store.read("options_features", tickers, start, end) if options else None
     return twin_frame(emb, prices, index, cfg, opt, feats)
+
+# %% ../nbs/20a_twin_data.ipynb #2e94a517
+def options_days(store: Store, tickers: Sequence[str], start, end) -> dict[str, int]:
+    "Per ticker, the days in [start, end] with all `OPTIONS_FEATURES` finite in the store's `options_features` (tickers without any are absent)."
+    ts = [t for t in tickers if t in set(store.tickers("options_features"))] if store.has("options_features") else []
+    if not ts: return {}
+    o = store.read("options_features", ts, pd.Timestamp(start), pd.Timestamp(end), columns=list(OPTIONS_FEATURES))
+    return o.loc[np.isfinite(o[list(OPTIONS_FEATURES)].to_numpy(float)).all(1), "ticker"].value_counts().to_dict()

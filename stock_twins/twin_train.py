@@ -28,7 +28,7 @@ from .checkpoint import (CheckpointError, artifact_stem, check_name, json_hash, 
                                     payload_path, record_path, save_artifact, verify_artifact)
 from .store import Store
 from .twin import LOSS_PARTS, ROUTED, DigitalTwin, TwinSpec, forecast_values, twin_loss_parts, twin_row_losses
-from .twin_data import TARGETS, load_twin_frame, twin_frame
+from .twin_data import TARGETS, load_twin_frame, options_days, twin_frame
 
 # %% auto #0
 __all__ = ['TWIN_VARIANTS', 'one_thread', 'TwinStackedForward', 'fine_tune_many', 'fine_tune', 'twin_config_hash', 'twin_stem',
@@ -349,12 +349,7 @@ def options_groups(store: Store, cfg: Config, tickers: Sequence[str], cutoff) ->
     tickers = list(tickers)
     if not cfg.twins.options: return {True: [], False: tickers}
     cutoff, need = pd.Timestamp(cutoff), 10 * cfg.twins.window_months
-    have = {}
-    if store.has("options_features"):
-        ts = [t for t in tickers if t in set(store.tickers("options_features"))]
-        if ts:
-            o = store.read("options_features", ts, cutoff - pd.DateOffset(months=cfg.twins.window_months), cutoff, columns=list(OPTIONS_FEATURES))
-            have = o.loc[np.isfinite(o[list(OPTIONS_FEATURES)].to_numpy(float)).all(1), "ticker"].value_counts().to_dict()
+    have = options_days(store, tickers, cutoff - pd.DateOffset(months=cfg.twins.window_months), cutoff)
     opt = [t for t in tickers if have.get(t, 0) >= need]
     return {True: opt, False: [t for t in tickers if t not in set(opt)]}
 
